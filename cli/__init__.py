@@ -1,0 +1,1 @@
+"""The eoskeras command line (installed as ``eoskeras.cli``)."""
