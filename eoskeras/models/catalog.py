@@ -22,3 +22,28 @@ MODELS: dict[str, str] = {
     "vgg11": "VGG-11 without BatchNorm",
     "vgg11-bn": "VGG-11 with BatchNorm",
 }
+
+# Options a recipe may pass to a builder (``model.options``), with their types
+# and allowed values; each builder accepts the subset listed in MODEL_OPTIONS.
+OPTION_TYPES: dict[str, object] = {
+    "width": int,  # base width (hidden units, or channels of the first stage)
+    "depth": int,  # number of hidden layers / blocks per stage / convs
+    "activation": ("relu", "tanh", "elu", "gelu", "silu", "linear"),
+    "norm": ("none", "batch", "layer", "group"),
+}
+
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "vgg10_base8_bn": ("width", "activation", "norm"),
+    "resnet20_base8": ("width", "depth", "activation", "norm"),
+    "mlp3_nh32": ("width", "depth", "activation", "norm"),
+    "fc-tanh": ("width", "depth", "activation", "norm"),
+    "fc-relu": ("width", "depth", "activation", "norm"),
+    "fc-elu": ("width", "depth", "activation", "norm"),
+    "cnn-relu": ("width", "depth", "activation", "norm"),
+    "cnn-tanh": ("width", "depth", "activation", "norm"),
+    "cnn-relu-bn": ("width", "depth", "activation", "norm"),
+    "cnn-tanh-bn": ("width", "depth", "activation", "norm"),
+    "resnet32": ("width", "depth", "activation", "norm"),
+    "vgg11": ("width", "activation", "norm"),
+    "vgg11-bn": ("width", "activation", "norm"),
+}
