@@ -30,11 +30,13 @@ def _export(module: str, *names: str) -> None:
 
 
 _export("eoskeras.curvature.oracle", "HessianOracle", "BN_MODES", "HVP_MODES")
-_export("eoskeras.curvature.lanczos", "lanczos", "Spectrum")
+_export("eoskeras.curvature.lanczos", "lanczos")
+_export("eoskeras.curvature.spectrum", "Spectrum")
+_export("eoskeras.curvature.operators", "DenseOperator", "SymmetricOperator")
 _export("eoskeras.curvature.tracker", "EigenTracker", "track_top_k")
 _export("eoskeras.curvature.trace", "hutchinson_trace", "hutchpp_trace", "TraceEstimate")
 _export("eoskeras.curvature.density", "spectral_density", "SpectralDensity")
-_export("eoskeras.curvature.similarity", "vector_cosines", "subspace_similarity")
+_export("eoskeras.curvature.similarity", "vector_cosines", "subspace_similarity", "principal_angles")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -1,0 +1,101 @@
+"""Normalisation layers with exact second derivatives.
+
+TensorFlow's ``tf.nn.moments`` (used by Keras 3's BatchNormalization,
+LayerNormalization and GroupNormalization) computes the variance around
+``stop_gradient(mean)``. The first derivative is unaffected (the dropped term
+is a sum of centred activations, which is zero), but the second derivative
+loses a term, so Hessian-vector products through these layers are wrong by
+~1e-2 relative. The subclasses below compute the moments without
+``stop_gradient``; the curvature twin (``twin.py``) swaps them in for the stock
+layers of a cloned model only, so user models and training are untouched.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+
+def exact_moments(x, axes: Sequence[int], keepdims: bool = False):
+    """Mean and (biased) variance over ``axes``, differentiable to any order."""
+    axes = tuple(axes)
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    variance = ops.mean(ops.square(x - mean), axis=axes, keepdims=True)
+    if not keepdims:
+        mean = ops.squeeze(mean, axis=axes)
+        variance = ops.squeeze(variance, axis=axes)
+    return mean, variance
+
+
+def _compute_dtype(x):
+    # The stock layers upcast half precision to float32 for their statistics.
+    return keras.backend.result_type(x.dtype, "float32")
+
+
+class ExactBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose batch statistics have exact second derivatives."""
+
+    def _moments(self, inputs, mask):
+        if mask is not None or self.synchronized:
+            # The masked path computes its moments explicitly (already exact);
+            # cross-replica statistics are left to Keras.
+            return super()._moments(inputs, mask)
+        return exact_moments(inputs, self._reduction_axes)
+
+
+class ExactLayerNormalization(keras.layers.LayerNormalization):
+    """LayerNormalization with exact second derivatives."""
+
+    def call(self, inputs):
+        if self.rms_scaling:
+            # Keras computes this variant with a plain variance: already exact.
+            return super().call(inputs)
+        x = ops.cast(inputs, _compute_dtype(inputs))
+        ndim = len(x.shape)
+        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
+        axes = sorted(a % ndim for a in axes)
+        mean, variance = exact_moments(x, axes, keepdims=True)
+        outputs = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        param_shape = [x.shape[d] if d in axes else 1 for d in range(ndim)]
+        if self.gamma is not None:
+            outputs = outputs * ops.reshape(ops.cast(self.gamma, x.dtype), param_shape)
+        if self.beta is not None:
+            outputs = outputs + ops.reshape(ops.cast(self.beta, x.dtype), param_shape)
+        return ops.cast(outputs, self.compute_dtype)
+
+
+class ExactGroupNormalization(keras.layers.GroupNormalization):
+    """GroupNormalization with exact second derivatives."""
+
+    def call(self, inputs):
+        x = ops.cast(inputs, _compute_dtype(inputs))
+        ndim = len(x.shape)
+        axis = self.axis % ndim
+        channels = x.shape[axis]
+        # Split the channel axis into (groups, channels_per_group) and
+        # normalise over every axis but the batch and the group axis.
+        grouped_shape = [-1] + [
+            s if s is not None else ops.shape(x)[i]
+            for i, s in enumerate(x.shape) if i > 0
+        ]
+        grouped_shape[axis:axis + 1] = [self.groups, channels // self.groups]
+        grouped = ops.reshape(x, grouped_shape)
+        reduce_axes = [d for d in range(1, ndim + 1) if d != axis]
+        mean, variance = exact_moments(grouped, reduce_axes, keepdims=True)
+        normalized = ops.reshape((grouped - mean) * ops.rsqrt(variance + self.epsilon), ops.shape(x))
+        param_shape = [channels if d == axis else 1 for d in range(ndim)]
+        if self.scale:
+            normalized = normalized * ops.reshape(ops.cast(self.gamma, x.dtype), param_shape)
+        if self.center:
+            normalized = normalized + ops.reshape(ops.cast(self.beta, x.dtype), param_shape)
+        return ops.cast(normalized, self.compute_dtype)
+
+
+# Stock layer -> exact replacement (exact type match: user subclasses may
+# override call(), and swapping them would change the function).
+EXACT_REPLACEMENTS: dict[type, type] = {
+    keras.layers.BatchNormalization: ExactBatchNormalization,
+    keras.layers.LayerNormalization: ExactLayerNormalization,
+    keras.layers.GroupNormalization: ExactGroupNormalization,
+}

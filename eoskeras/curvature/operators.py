@@ -1,0 +1,73 @@
+"""What the eigen-solvers need from an operator, and a dense one for tests.
+
+Any object with an integer ``dim`` and a ``matvec(v) -> H v`` on flat float64
+numpy vectors works: ``HessianOracle`` is one, ``DenseOperator`` another.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class SymmetricOperator(Protocol):
+    dim: int
+
+    def matvec(self, v: np.ndarray) -> np.ndarray: ...
+
+
+class DenseOperator:
+    """A symmetric matrix as an operator that counts its products.
+
+    Example: ``lanczos(DenseOperator(np.diag([3.0, 1.0, -5.0])), k=1)``.
+    """
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = np.asarray(matrix, dtype=np.float64)
+        self.dim = self.matrix.shape[0]
+        self.num_hvps = 0
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        self.num_hvps += 1
+        return self.matrix @ v
+
+
+class CountingOperator:
+    """Wraps an operator and counts the products made through the wrapper."""
+
+    def __init__(self, op: SymmetricOperator) -> None:
+        self.op, self.dim, self.count = op, op.dim, 0
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        self.count += 1
+        return np.asarray(self.op.matvec(v), dtype=np.float64)
+
+
+def orthonormalize_against(w: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
+    """Remove from the columns of ``w`` their components in ``basis`` (columns
+    orthonormal), twice for stability ("twice is enough")."""
+    if basis is None or basis.shape[1] == 0:
+        return w
+    for _ in range(2):
+        w = w - basis @ (basis.T @ w)
+    return w
+
+
+def orthonormal_columns(w: np.ndarray, basis: np.ndarray | None = None, drop_below: float = 1e-10) -> np.ndarray:
+    """An orthonormal basis of span(w) ⊥ span(basis), dropping near-dependent
+    directions (relative norm below ``drop_below``)."""
+    w = orthonormalize_against(np.atleast_2d(w.T).T, basis)
+    scale = max(np.linalg.norm(w, axis=0).max(initial=0.0), 1e-300)
+    u, s, _ = np.linalg.svd(w, full_matrices=False)
+    keep = s > drop_below * scale
+    q = u[:, keep]
+    # SVD is not orthogonal to basis to working precision; clean once more.
+    q = orthonormalize_against(q, basis)
+    return q / np.linalg.norm(q, axis=0, keepdims=True) if q.shape[1] else q
+
+
+def describe_operator(op: SymmetricOperator) -> dict:
+    """The operator's own record of how it computes (e.g. an oracle's modes)."""
+    describe = getattr(op, "describe", None)
+    return dict(describe()) if callable(describe) else {}

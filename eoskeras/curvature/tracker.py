@@ -1,0 +1,120 @@
+"""Warm-startable block eigensolver for following the top-k during training.
+
+A thick-restart block Krylov (block Davidson without preconditioner) method:
+Rayleigh–Ritz on a basis that starts from given vectors and grows by the
+residuals of the unconverged Ritz pairs. When the weights moved little since
+the last measurement, the previous eigenvectors are nearly invariant and a
+handful of HVPs beyond the first k suffice.
+
+Example:
+
+```python
+tracker = EigenTracker(k=5, tol=1e-4, seed=0)
+for step in range(steps):
+    ...                                   # train
+    spectrum = tracker.update(oracle)     # cold the first time, warm after
+```
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from eoskeras.curvature.operators import (
+    CountingOperator,
+    SymmetricOperator,
+    describe_operator,
+    orthonormal_columns,
+)
+from eoskeras.curvature.spectrum import Spectrum
+
+
+def _apply(op: CountingOperator, block: np.ndarray) -> np.ndarray:
+    return np.stack([op.matvec(block[:, i]) for i in range(block.shape[1])], axis=1)
+
+
+def track_top_k(
+    op: SymmetricOperator,
+    k: int,
+    init: np.ndarray | None = None,
+    *,
+    tol: float = 1e-4,
+    max_hvps: int | None = None,
+    max_basis: int | None = None,
+    seed: int = 0,
+) -> Spectrum:
+    """Top-``k`` algebraically largest eigenpairs, warm-started from ``init``.
+
+    ``init`` (n × m, any m) seeds the search space; missing columns are filled
+    with seeded Gaussian vectors. Stops when every ‖H v − θ v‖ ≤ ``tol`` ×
+    max|θ| (residuals from actual HVPs) or after ``max_hvps`` HVPs (default
+    ``max(40 k, 200)``). The basis is thick-restarted to the leading Ritz
+    vectors when it would exceed ``max_basis`` (default ``max(6 k, 40)``;
+    restarting too often slows convergence on clustered spectra).
+    """
+    n = op.dim
+    if not 1 <= k <= n:
+        raise ValueError(f"k: got {k}; allowed: 1 <= k <= {n} (the operator's dimension)")
+    max_hvps = max_hvps or max(40 * k, 200)
+    max_basis = min(n, max_basis or max(6 * k, 40))
+    rng = np.random.default_rng(seed)
+    start = np.zeros((n, 0)) if init is None else np.asarray(init, dtype=np.float64).reshape(n, -1)
+    if start.shape[1] < k:
+        start = np.hstack([start, rng.standard_normal((n, k - start.shape[1]))])
+    counter = CountingOperator(op)
+    basis = orthonormal_columns(start)
+    h_basis = _apply(counter, basis)
+    while True:
+        t = basis.T @ h_basis
+        theta, s = np.linalg.eigh((t + t.T) / 2)
+        theta, s = theta[::-1], s[:, ::-1]  # descending: algebraically largest first
+        kk = min(k, len(theta))
+        ritz, h_ritz = basis @ s[:, :kk], h_basis @ s[:, :kk]
+        res = np.linalg.norm(h_ritz - ritz * theta[:kk], axis=0)
+        scale = max(np.abs(theta).max(), 1e-300)
+        done = res <= tol * scale
+        if (kk == k and done.all()) or counter.count >= max_hvps:
+            break
+        expansion = orthonormal_columns(h_ritz[:, ~done] - ritz[:, ~done] * theta[:kk][~done], basis)
+        expansion = expansion[:, : max_hvps - counter.count]
+        if expansion.shape[1] == 0:
+            break  # the basis is invariant: the Ritz pairs are exact
+        if basis.shape[1] + expansion.shape[1] > max_basis:
+            keep = max(k, max_basis - expansion.shape[1])
+            basis, h_basis = basis @ s[:, :keep], h_basis @ s[:, :keep]
+        basis = np.hstack([basis, expansion])
+        h_basis = np.hstack([h_basis, _apply(counter, expansion)])
+    return Spectrum(
+        eigenvalues=theta[:kk],
+        eigenvectors=ritz,
+        residuals=res,
+        num_hvps=counter.count,
+        converged=bool(kk == k and done.all()) or basis.shape[1] == n,
+        tol=tol,
+        method="block-krylov" if init is None else "block-krylov-warm",
+        scale=float(scale),
+        info=describe_operator(op),
+    )
+
+
+class EigenTracker:
+    """Follows the top-k eigenpairs across calls, warm-starting each solve
+    from the previous eigenvectors.
+
+    ``state()`` / ``load_state()`` save and restore the vectors (for resuming
+    an interrupted run with the same warm start).
+    """
+
+    def __init__(self, k: int, *, tol: float = 1e-4, max_hvps: int | None = None, seed: int = 0) -> None:
+        self.k, self.tol, self.max_hvps, self.seed = k, tol, max_hvps, seed
+        self.vectors: np.ndarray | None = None
+
+    def update(self, op: SymmetricOperator) -> Spectrum:
+        spectrum = track_top_k(op, self.k, self.vectors, tol=self.tol, max_hvps=self.max_hvps, seed=self.seed)
+        self.vectors = spectrum.eigenvectors
+        return spectrum
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {} if self.vectors is None else {"vectors": self.vectors}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.vectors = state.get("vectors")

@@ -1,0 +1,105 @@
+"""Eigen-solvers, trace and density on matrices with known spectra, and warm
+starts on a real network's Hessian."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import eoskeras
+from eoskeras import DenseOperator
+
+
+def matrix_with_spectrum(eigenvalues, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((len(eigenvalues), len(eigenvalues))))
+    return (q * np.asarray(eigenvalues, dtype=float)) @ q.T
+
+
+def test_algebraically_largest_not_largest_magnitude():
+    # A large negative eigenvalue must not be reported as the sharpness.
+    lam = np.concatenate([[-100.0, -50.0], np.linspace(-1, 10, 58)])
+    op = DenseOperator(matrix_with_spectrum(lam))
+    spectrum = eoskeras.lanczos(op, k=3, tol=1e-10, smallest=True)
+    np.testing.assert_allclose(spectrum.eigenvalues, np.sort(lam)[::-1][:3], rtol=1e-9)
+    assert spectrum.smallest == pytest.approx(-100.0, rel=1e-9)
+    block = eoskeras.track_top_k(DenseOperator(matrix_with_spectrum(lam)), 3, tol=1e-9)
+    np.testing.assert_allclose(block.eigenvalues, np.sort(lam)[::-1][:3], rtol=1e-8)
+
+
+def test_lanczos_counts_hvps_and_is_deterministic():
+    h = matrix_with_spectrum(np.linspace(-2, 9, 80), seed=3)
+    a, b = DenseOperator(h), DenseOperator(h)
+    s1, s2 = eoskeras.lanczos(a, k=4, seed=7), eoskeras.lanczos(b, k=4, seed=7)
+    assert s1.num_hvps == a.num_hvps == s2.num_hvps
+    np.testing.assert_array_equal(s1.eigenvalues, s2.eigenvalues)
+    np.testing.assert_array_equal(s1.eigenvectors, s2.eigenvectors)
+    s3 = eoskeras.lanczos(DenseOperator(h), k=4, seed=8)
+    assert not np.array_equal(s1.eigenvectors, s3.eigenvectors)  # the seed matters
+
+
+def test_lanczos_stops_early_on_an_invariant_subspace():
+    spectrum = eoskeras.lanczos(DenseOperator(np.diag([5.0, 3.0, 3.0, 1.0])), k=2, tol=1e-12)
+    np.testing.assert_allclose(spectrum.eigenvalues, [5.0, 3.0])
+    assert spectrum.num_hvps <= 4
+
+
+def test_trace_estimators_on_known_matrix():
+    lam = np.concatenate([[40.0, 25.0, 10.0], np.random.default_rng(0).uniform(-0.5, 1.0, 197)])
+    h = matrix_with_spectrum(lam)
+    plain = eoskeras.hutchinson_trace(DenseOperator(h), 90, seed=0)
+    plus = eoskeras.hutchpp_trace(DenseOperator(h), 90, seed=0)
+    for est in (plain, plus):
+        assert abs(est.value - lam.sum()) <= 3 * est.stderr
+    # Deflating the outliers is the point of Hutch++.
+    assert plus.stderr < plain.stderr / 3
+
+
+def test_density_quadrature_is_a_probability_and_gets_the_moments():
+    lam = np.linspace(-1.0, 4.0, 300)
+    density = eoskeras.spectral_density(DenseOperator(matrix_with_spectrum(lam)), num_vectors=30, steps=30, seed=0)
+    np.testing.assert_allclose(density.weights.sum(axis=1), 1.0, rtol=1e-10)
+    assert np.trapezoid(density.density, density.grid) == pytest.approx(1.0, abs=1e-3)
+    assert density.moment(1) == pytest.approx(lam.mean(), abs=0.1)
+    # Extreme Ritz values converge first, from inside the spectrum.
+    assert -1.0 <= density.nodes.min() < -0.99
+    assert 3.99 < density.nodes.max() <= 4.0
+    assert density.num_hvps == 900
+
+
+def test_similarity_measures():
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((50, 3)))
+    assert eoskeras.subspace_similarity(u, u) == pytest.approx(1.0)
+    assert eoskeras.subspace_similarity(u, -u[:, ::-1]) == pytest.approx(1.0)  # sign/order free
+    w = np.linalg.qr(np.hstack([u, rng.standard_normal((50, 3))]))[0][:, 3:]
+    assert eoskeras.subspace_similarity(u, w) == pytest.approx(0.0, abs=1e-12)
+    # One vector rotated by theta: cos(theta / sqrt(1)).
+    theta = 0.3
+    a, b = np.eye(50)[:, :1], (np.cos(theta) * np.eye(50)[:, 0] + np.sin(theta) * np.eye(50)[:, 1])[:, None]
+    assert eoskeras.subspace_similarity(a, b) == pytest.approx(np.cos(theta))
+    np.testing.assert_allclose(eoskeras.vector_cosines(a, -b), [np.cos(theta)])
+    # Two of three directions rotated by pi/2: cos(sqrt(2 (pi/2)^2) / sqrt(3)).
+    v = u.copy()
+    v[:, 1:] = w[:, :2]
+    assert eoskeras.subspace_similarity(u, v) == pytest.approx(np.cos(np.sqrt(2) * np.pi / 2 / np.sqrt(3)))
+
+
+def test_warm_start_needs_a_third_of_the_cold_hvps_after_a_small_step():
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Dense(w, activation=a, dtype="float64") for w, a in ((32, "tanh"), (32, "tanh"), (3, None))]
+    model = keras.Sequential([keras.Input((16,), dtype="float64"), *layers])  # 1,699 parameters
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((128, 16)), rng.integers(0, 3, 128)
+    oracle = eoskeras.HessianOracle(model, "cross_entropy", x, y, dtype="float64")
+    tol = 1e-3
+    tracker = eoskeras.EigenTracker(k=3, tol=tol, seed=0)
+    assert tracker.update(oracle).converged
+    for v in model.trainable_variables:  # a small training-like step
+        v.assign(v.numpy() * (1 + 1e-3 * rng.standard_normal(v.shape)))
+    cold = eoskeras.lanczos(oracle, k=3, tol=tol, seed=0)
+    warm = tracker.update(oracle)
+    assert cold.converged and warm.converged and warm.method == "block-krylov-warm"
+    assert warm.num_hvps * 3 <= cold.num_hvps, (warm.num_hvps, cold.num_hvps)
+    np.testing.assert_allclose(warm.eigenvalues, cold.eigenvalues, rtol=1e-5)
+    assert np.all(eoskeras.vector_cosines(warm.eigenvectors, cold.eigenvectors) > 0.999)
