@@ -37,6 +37,15 @@ _export("eoskeras.curvature.tracker", "EigenTracker", "track_top_k")
 _export("eoskeras.curvature.trace", "hutchinson_trace", "hutchpp_trace", "TraceEstimate")
 _export("eoskeras.curvature.density", "spectral_density", "SpectralDensity")
 _export("eoskeras.curvature.similarity", "vector_cosines", "subspace_similarity", "principal_angles")
+_export("eoskeras.curvature.operators", "PreconditionedOperator")
+_export("eoskeras.curvature.flatness", "rho_sharpness", "noise_sharpness")
+_export("eoskeras.training.full_batch", "FullBatchModel")
+_export("eoskeras.training.optimizers", "ClippedAdam", "ClippedRMSprop", "WarmupConstant", "make_optimizer")
+_export("eoskeras.training.thresholds", "stability_threshold", "threshold_learning_rate", "preconditioner")
+_export("eoskeras.training.monitor", "SharpnessMonitor")
+_export("eoskeras.training.flatness_report", "FlatnessReport")
+_export("eoskeras.training.stopping", "StopConditions")
+_export("eoskeras.training.evaluation", "evaluate_network")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

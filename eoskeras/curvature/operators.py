@@ -71,3 +71,24 @@ def describe_operator(op: SymmetricOperator) -> dict:
     """The operator's own record of how it computes (e.g. an oracle's modes)."""
     describe = getattr(op, "describe", None)
     return dict(describe()) if callable(describe) else {}
+
+
+class PreconditionedOperator:
+    """P^{-1/2} H P^{-1/2} for a diagonal preconditioner P (e.g. Adam's √v̂ + ε).
+
+    Its eigenvalues are those of P⁻¹H: the *preconditioned sharpness* that
+    adaptive optimisers compare against their stability threshold.
+    """
+
+    def __init__(self, op: SymmetricOperator, diagonal: np.ndarray) -> None:
+        diagonal = np.asarray(diagonal, dtype=np.float64)
+        if diagonal.shape != (op.dim,) or np.any(diagonal <= 0):
+            raise ValueError(f"the preconditioner must be {op.dim} positive numbers")
+        self.op, self.dim = op, op.dim
+        self._scale = diagonal ** -0.5
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        return self._scale * self.op.matvec(self._scale * v)
+
+    def describe(self) -> dict:
+        return {**describe_operator(self.op), "preconditioned": True}

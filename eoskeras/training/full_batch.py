@@ -1,0 +1,151 @@
+"""A Keras model whose every training step is one exact full-batch GD update.
+
+Example:
+
+```python
+net = eoskeras.build_model("fc-tanh", (28, 28, 1), 10)
+model = FullBatchModel(net, loss="mse", physical_batch_size=1000)
+model.compile(optimizer=keras.optimizers.SGD(0.05))
+history = model.fit_full_batch(x_train, y_train, steps=500,
+                               validation_data=(x_test, y_test), eval_every=10,
+                               callbacks=[SharpnessMonitor(x_train, y_train, every=10)])
+```
+
+``fit_full_batch`` is ordinary ``model.fit`` with ``batch_size=len(x)``: each
+epoch is one step, so History, CSVLogger, TensorBoard and every other Keras
+callback see every step. Inside ``train_step`` the batch is split into
+micro-batches of ``physical_batch_size`` whose gradients are accumulated,
+weighted by example count, so memory is bounded by the micro-batch while the
+update is the exact full-batch one. Calling ``fit`` with a smaller
+``batch_size`` gives mini-batch SGD through the same machinery.
+
+BatchNorm under micro-batching uses per-micro-batch statistics ("ghost
+batches"), and its moving statistics are updated once per micro-batch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from eoskeras.losses import get_loss
+
+
+def accuracy_per_example(y_true, outputs):
+    """1.0 where argmax(outputs) equals the label (integer or one-hot)."""
+    predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+    if y_true.shape.rank == outputs.shape.rank:
+        labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
+    else:
+        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+    return tf.cast(tf.equal(predicted, labels), tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="eoskeras")
+class FullBatchModel(keras.Model):
+    """Wraps ``network`` (a Keras model producing logits/outputs) for exact
+    full-batch gradient descent with gradient accumulation.
+
+    Args:
+        network: the Keras model to train (Functional or Sequential, so that
+            the curvature engine can measure it).
+        loss: ``"cross_entropy"``, ``"mse"`` or a per-example loss callable.
+        physical_batch_size: micro-batch size for gradient accumulation.
+    """
+
+    def __init__(self, network: keras.Model, loss: Any = "cross_entropy", physical_batch_size: int = 1000,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if physical_batch_size < 1:
+            raise ValueError(f"physical_batch_size: got {physical_batch_size}; allowed: an integer >= 1")
+        self.network = network
+        self.loss_name = loss
+        self.physical_batch_size = int(physical_batch_size)
+        self._per_example_loss = get_loss(loss)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def _chunk_loss(self, x, y, training):
+        outputs = self.network(x, training=training)
+        loss = tf.reduce_mean(tf.cast(self._per_example_loss(y, outputs), tf.float32))
+        if self.network.losses:
+            loss += tf.cast(tf.add_n(self.network.losses), tf.float32)
+        return loss, tf.reduce_mean(accuracy_per_example(y, outputs))
+
+    def accumulate(self, x, y, *, training: bool = True, gradients: bool = True):
+        """Mean loss, accuracy (and gradients) over a batch, by micro-batches.
+
+        Each micro-batch's contribution is weighted by its example count, so
+        the results equal the one-shot full-batch values.
+        """
+        variables = self.trainable_variables
+        n = tf.shape(x)[0]
+        size = self.physical_batch_size
+        total = tf.cast(n, tf.float32)
+
+        # An explicit while loop: Keras does not run AutoGraph on train_step.
+        def body(i, loss_sum, acc_sum, grad_sums):
+            xc, yc = x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]
+            weight = tf.cast(tf.shape(xc)[0], tf.float32) / total
+            with tf.GradientTape() as tape:
+                loss, acc = self._chunk_loss(xc, yc, training)
+            if gradients:
+                grads = tape.gradient(loss, variables)
+                grad_sums = [s + tf.cast(weight, s.dtype) * tf.convert_to_tensor(g) for s, g in zip(grad_sums, grads)]
+            return i + 1, loss_sum + weight * loss, acc_sum + weight * acc, grad_sums
+
+        grad_sums = [tf.zeros(v.shape, v.dtype) for v in variables] if gradients else []
+        num_chunks = (n + size - 1) // size
+        _, loss_sum, acc_sum, grad_sums = tf.while_loop(
+            lambda i, *_: i < num_chunks, body, (tf.constant(0), tf.constant(0.0), tf.constant(0.0), grad_sums)
+        )
+        return loss_sum, acc_sum, grad_sums
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        loss, acc, grads = self.accumulate(x, y)
+        self.optimizer.apply(grads, self.trainable_variables)
+        # Loss and accuracy are those at the weights *before* this update.
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(acc)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        loss, acc, _ = self.accumulate(x, y, training=False, gradients=False)
+        n = tf.cast(tf.shape(x)[0], tf.float32)
+        self.loss_tracker.update_state(loss, sample_weight=n)
+        self.accuracy_tracker.update_state(acc, sample_weight=n)
+        return {m.name: m.result() for m in self.metrics}
+
+    def fit_full_batch(self, x, y, steps: int, *, initial_step: int = 0, validation_data=None,
+                       eval_every: int = 1, callbacks=None, verbose: int = 0) -> keras.callbacks.History:
+        """``steps`` full-batch GD steps through ordinary ``fit`` (one epoch per step)."""
+        return self.fit(
+            x, y, batch_size=len(x), epochs=steps, initial_epoch=initial_step, shuffle=False,
+            validation_data=validation_data, validation_freq=eval_every,
+            validation_batch_size=len(validation_data[0]) if validation_data is not None else None,
+            callbacks=callbacks, verbose=verbose,
+        )
+
+    def get_config(self) -> dict:
+        return {
+            "network": keras.saving.serialize_keras_object(self.network),
+            "loss": self.loss_name if isinstance(self.loss_name, str) else None,
+            "physical_batch_size": self.physical_batch_size,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FullBatchModel":
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)

@@ -1,0 +1,174 @@
+"""SharpnessMonitor: the Hessian's top-k, the stability threshold and the
+rotation of the leading eigenvectors, every k steps, into Keras ``logs``.
+
+Works in any ``model.fit``: with a ``FullBatchModel`` it measures the loss
+the model trains on; with an ordinary compiled Keras model it uses the
+compiled loss.
+
+Example:
+
+```python
+monitor = SharpnessMonitor(x_train[:5000], y_train[:5000], every=10, top_k=5)
+model.fit(x, y, epochs=100, callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")])
+monitor.records[-1]["lambda_max"], monitor.records[-1]["sharpness_ratio"]
+```
+
+Logged keys (carried forward between measurements; ``curvature_step``
+says which step they belong to): ``lambda_max``, ``lambda_2`` … ``lambda_k``,
+``threshold`` (e.g. 2/η), ``sharpness_ratio`` (λ_max / threshold),
+``eig_residual`` (largest relative residual), ``eig_hvps``,
+``similarity_prev`` and ``similarity_first`` (Wang & Roberts' subspace
+similarity of the top-k eigenvectors to the previous and the first
+measurement) and ``cosine_first`` (|cos| of the top eigenvector to the first
+one). For RMSProp/Adam (and the clipped variants) the eigenvalues are those
+of the preconditioned Hessian P⁻¹H, the quantity their threshold applies to.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from eoskeras.curvature.operators import PreconditionedOperator
+from eoskeras.curvature.oracle import HessianOracle
+from eoskeras.curvature.similarity import subspace_similarity, vector_cosines
+from eoskeras.curvature.tracker import EigenTracker
+from eoskeras.training.thresholds import is_adaptive, preconditioner, stability_threshold
+
+
+def network_of(model: keras.Model) -> keras.Model:
+    """The measurable network inside a FullBatchModel, or the model itself."""
+    return getattr(model, "network", model)
+
+
+def loss_of(model: keras.Model, loss: Any = None) -> Any:
+    """The loss to measure: given, a FullBatchModel's, or the compiled one."""
+    if loss is not None:
+        return loss
+    for candidate in (getattr(model, "loss_name", None), getattr(model, "loss", None)):
+        if candidate is not None:
+            return candidate
+    raise ValueError("pass loss=... : the model has neither a FullBatchModel loss nor a compiled one")
+
+
+def curvature_operator(oracle: HessianOracle, optimizer) -> tuple[Any, bool]:
+    """The operator whose top eigenvalue the optimiser's threshold applies to."""
+    if optimizer is None or not is_adaptive(optimizer):
+        return oracle, False
+    variables = oracle.model.trainable_variables
+    gradient = oracle.loss_and_gradient()[1] if int(optimizer.iterations.numpy()) == 0 else None
+    return PreconditionedOperator(oracle, preconditioner(optimizer, variables, gradient)), True
+
+
+class SharpnessMonitor(keras.callbacks.Callback):
+    """Measure the top-k Hessian eigenpairs every ``every`` training steps.
+
+    Args:
+        x, y: the Hessian's data (e.g. the first 5,000 training examples).
+        loss: the loss; by default the model's own.
+        every: steps between measurements (also measured before step 1).
+        top_k: number of eigenpairs, warm-started from the previous ones.
+        tol: relative residual tolerance of the eigensolver.
+        bn_mode, dtype, hvp_mode, micro_batch_size: as in ``HessianOracle``.
+        keep_vectors: keep every measurement's eigenvectors in
+            ``vector_history`` (for saving), not only the first and latest.
+    """
+
+    def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
+                 bn_mode: str = "batch", dtype: str = "float32", hvp_mode: str = "reverse",
+                 micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
+                 keep_vectors: bool = False) -> None:
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every: got {every}; allowed: an integer >= 1")
+        self.x, self.y, self.loss, self.every = x, y, loss, every
+        self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size)
+        self.tracker = EigenTracker(top_k, tol=tol, max_hvps=max_hvps, seed=seed)
+        self.keep_vectors = keep_vectors
+        self.records: list[dict[str, Any]] = []
+        self.vector_history: list[tuple[int, np.ndarray]] = []
+        self.first_vectors: np.ndarray | None = None
+        self.latest_logs: dict[str, float] = {}
+        self._oracle: HessianOracle | None = None
+
+    # ---------------------------------------------------------------- Keras
+    def on_train_begin(self, logs=None):
+        self._maybe_measure(logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._maybe_measure(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.latest_logs)
+
+    # --------------------------------------------------------------- public
+    @property
+    def oracle(self) -> HessianOracle:
+        if self._oracle is None:
+            self._oracle = HessianOracle(network_of(self.model), loss_of(self.model, self.loss), self.x, self.y,
+                                         **self.oracle_options)
+        return self._oracle
+
+    def measure(self, step: int) -> dict[str, Any]:
+        """Measure now and record the result under ``step``."""
+        start = time.perf_counter()
+        optimizer = getattr(self.model, "optimizer", None)
+        op, preconditioned = curvature_operator(self.oracle, optimizer)
+        spectrum = self.tracker.update(op)
+        vectors = spectrum.eigenvectors
+        threshold = stability_threshold(optimizer) if optimizer is not None else None
+        record: dict[str, Any] = {
+            "step": step,
+            "lambda_max": spectrum.lambda_max,
+            "eigenvalues": [float(e) for e in spectrum.eigenvalues],
+            "threshold": threshold,
+            "sharpness_ratio": spectrum.lambda_max / threshold if threshold else None,
+            "eig_residual": float(spectrum.relative_residuals.max()),
+            "eig_hvps": spectrum.num_hvps,
+            "converged": spectrum.converged,
+            "preconditioned": preconditioned,
+        }
+        if self.first_vectors is None:
+            self.first_vectors = vectors
+        previous = self.records[-1].get("_vectors") if self.records else None
+        record["similarity_first"] = subspace_similarity(self.first_vectors, vectors)
+        record["cosine_first"] = float(vector_cosines(self.first_vectors[:, 0], vectors[:, 0])[0])
+        record["similarity_prev"] = subspace_similarity(previous, vectors) if previous is not None else 1.0
+        record["seconds"] = time.perf_counter() - start
+        if self.records:
+            self.records[-1].pop("_vectors", None)
+        self.records.append({**record, "_vectors": vectors})
+        if self.keep_vectors:
+            self.vector_history.append((step, vectors))
+        self.latest_logs = self._as_logs(record)
+        return record
+
+    def public_records(self) -> list[dict[str, Any]]:
+        """Records without the in-memory eigenvectors."""
+        return [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.records]
+
+    # --------------------------------------------------------------- private
+    def _maybe_measure(self, logs) -> None:
+        step = int(self.model.optimizer.iterations.numpy()) if getattr(self.model, "optimizer", None) else 0
+        if step % self.every or (self.records and self.records[-1]["step"] == step):
+            return
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return  # a diverged run has no curvature to measure
+        if not np.all(np.isfinite(self.oracle.weights())):
+            return
+        self.measure(step)
+
+    @staticmethod
+    def _as_logs(record: dict[str, Any]) -> dict[str, float]:
+        logs = {"curvature_step": float(record["step"]), "lambda_max": record["lambda_max"]}
+        logs.update({f"lambda_{i + 1}": e for i, e in enumerate(record["eigenvalues"]) if i})
+        for key in ("threshold", "sharpness_ratio", "eig_residual", "eig_hvps",
+                    "similarity_prev", "similarity_first", "cosine_first"):
+            if record[key] is not None:
+                logs[key] = float(record[key])
+        return logs

@@ -1,0 +1,141 @@
+"""Optimisers for training above the stability threshold.
+
+Plain GD, heavy-ball and Nesterov momentum are Keras's ``SGD``; RMSProp and
+Adam are Keras's own. This module adds Wang & Roberts' clipped variants,
+which cap the adaptive denominator to restore the instabilities that
+adaptive methods suppress, and a linear warm-up schedule.
+
+Example:
+
+```python
+opt = make_optimizer("clipped_adam", learning_rate=1e-3, clip_value=1.0, clip_mode="ub",
+                     warmup_steps=2)
+model.compile(optimizer=opt)
+```
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+OPTIMIZER_NAMES = ("gd", "momentum", "nesterov", "rmsprop", "adam", "clipped_rmsprop", "clipped_adam")
+CLIP_MODES = ("ub", "lb")
+
+
+def clip_denominator(root_v, clip_value: float, clip_mode: str):
+    """min(√v̂, c) for "ub" (capped above), max(√v̂, c) for "lb" (floored)."""
+    c = ops.cast(clip_value, root_v.dtype)
+    return ops.minimum(root_v, c) if clip_mode == "ub" else ops.maximum(root_v, c)
+
+
+def _check_clip(clip_value: float, clip_mode: str) -> None:
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode: got {clip_mode!r}; allowed: {', '.join(CLIP_MODES)}")
+    if not clip_value > 0:
+        raise ValueError(f"clip_value: got {clip_value!r}; allowed: a number > 0")
+
+
+@keras.saving.register_keras_serializable(package="eoskeras")
+class ClippedAdam(keras.optimizers.Adam):
+    """Adam with the denominator clipped: update = η m̂ / (clip(√v̂, c) + ε).
+
+    ``clip_mode="ub"`` caps √v̂ at c (the paper's Clipped-Ada, restoring
+    instabilities); ``"lb"`` floors it at c.
+    """
+
+    def __init__(self, *args: Any, clip_value: float = 1.0, clip_mode: str = "ub", **kwargs: Any) -> None:
+        _check_clip(clip_value, clip_mode)
+        super().__init__(*args, **kwargs)
+        self.clip_value, self.clip_mode = clip_value, clip_mode
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr, gradient = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, (gradient - m) * (1 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
+        m_hat = m / (1 - ops.power(ops.cast(self.beta_1, dtype), step))
+        v_hat = v / (1 - ops.power(ops.cast(self.beta_2, dtype), step))
+        denominator = clip_denominator(ops.sqrt(v_hat), self.clip_value, self.clip_mode) + self.epsilon
+        self.assign_sub(variable, lr * m_hat / denominator)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "clip_value": self.clip_value, "clip_mode": self.clip_mode}
+
+
+@keras.saving.register_keras_serializable(package="eoskeras")
+class ClippedRMSprop(keras.optimizers.RMSprop):
+    """RMSProp with the denominator clipped: update = η g / (clip(√v, c) + ε)."""
+
+    def __init__(self, *args: Any, clip_value: float = 1.0, clip_mode: str = "ub", **kwargs: Any) -> None:
+        _check_clip(clip_value, clip_mode)
+        super().__init__(*args, **kwargs)
+        if self.centered or self.momentum:
+            raise ValueError("ClippedRMSprop supports neither centered=True nor momentum")
+        self.clip_value, self.clip_mode = clip_value, clip_mode
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr, gradient = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign(v, self.rho * v + (1 - self.rho) * ops.square(gradient))
+        denominator = clip_denominator(ops.sqrt(v), self.clip_value, self.clip_mode) + self.epsilon
+        self.assign_sub(variable, lr * gradient / denominator)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "clip_value": self.clip_value, "clip_mode": self.clip_mode}
+
+
+@keras.saving.register_keras_serializable(package="eoskeras")
+class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up over ``warmup_steps`` steps, then constant ``learning_rate``
+    (the paper's 2-step warm-up). Step t (0-based) uses lr · min(1, (t+1)/warmup)."""
+
+    def __init__(self, learning_rate: float, warmup_steps: int = 2) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps: got {warmup_steps}; allowed: an integer >= 0")
+        self.learning_rate, self.warmup_steps = float(learning_rate), int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        if self.warmup_steps == 0:
+            return ops.cast(self.learning_rate, "float32") + 0.0 * step
+        return self.learning_rate * ops.minimum(1.0, (step + 1.0) / self.warmup_steps)
+
+    def get_config(self) -> dict:
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    momentum: float = 0.9,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    rho: float = 0.9,
+    clip_value: float = 1.0,
+    clip_mode: str = "ub",
+    warmup_steps: int = 0,
+) -> keras.optimizers.Optimizer:
+    """Build one of ``OPTIMIZER_NAMES`` with an optional linear warm-up."""
+    lr: Any = WarmupConstant(learning_rate, warmup_steps) if warmup_steps else learning_rate
+    builders = {
+        "gd": lambda: keras.optimizers.SGD(lr),
+        "momentum": lambda: keras.optimizers.SGD(lr, momentum=momentum),
+        "nesterov": lambda: keras.optimizers.SGD(lr, momentum=momentum, nesterov=True),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=rho, epsilon=epsilon),
+        "adam": lambda: keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon),
+        "clipped_rmsprop": lambda: ClippedRMSprop(lr, rho=rho, epsilon=epsilon, clip_value=clip_value,
+                                                  clip_mode=clip_mode),
+        "clipped_adam": lambda: ClippedAdam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                                            clip_value=clip_value, clip_mode=clip_mode),
+    }
+    if name not in builders:
+        raise ValueError(f"optimizer: got {name!r}; allowed: {', '.join(OPTIMIZER_NAMES)}")
+    return builders[name]()

@@ -1,0 +1,107 @@
+"""Stability thresholds of optimisers and the preconditioners they imply.
+
+GD with step η is stable on a quadratic while the sharpness λ_max < 2/η;
+heavy-ball momentum β moves that to (2 + 2β)/η and Nesterov to
+(2 + 2β)/(η(1 + 2β)). RMSProp and Adam are compared through the
+*preconditioned* sharpness λ_max(P⁻¹H), P = diag of their denominator, against
+2(1 + β)/η (RMSProp, momentum β) and (2 + 2β₁)/((1 − β₁)η) (Adam).
+
+Example:
+
+```python
+threshold = stability_threshold(model.optimizer)             # e.g. 2/eta for GD
+p = preconditioner(model.optimizer, model.trainable_variables)  # None for SGD
+```
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from eoskeras.training.optimizers import ClippedAdam, ClippedRMSprop, clip_denominator
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate the next step uses (schedules evaluated at ``iterations``)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _sgd_threshold(momentum: float, nesterov: bool) -> float:
+    return (2 + 2 * momentum) / (1 + 2 * momentum) if nesterov else 2 + 2 * momentum
+
+
+def threshold_numerator(optimizer: keras.optimizers.Optimizer) -> float | None:
+    """Threshold × η: the constant c in "stable while sharpness < c/η"."""
+    if isinstance(optimizer, keras.optimizers.SGD):
+        return _sgd_threshold(float(optimizer.momentum), bool(optimizer.nesterov))
+    if isinstance(optimizer, keras.optimizers.RMSprop):
+        return 2 + 2 * float(optimizer.momentum)
+    if isinstance(optimizer, keras.optimizers.Adam):
+        return (2 + 2 * float(optimizer.beta_1)) / (1 - float(optimizer.beta_1))
+    return None
+
+
+def stability_threshold(optimizer: keras.optimizers.Optimizer) -> float | None:
+    """The sharpness at which ``optimizer`` at its current step size turns
+    unstable on a quadratic; None for optimisers without a known threshold."""
+    c = threshold_numerator(optimizer)
+    return None if c is None else c / current_learning_rate(optimizer)
+
+
+def is_adaptive(optimizer: keras.optimizers.Optimizer) -> bool:
+    """True when the threshold applies to the preconditioned sharpness."""
+    return isinstance(optimizer, (keras.optimizers.RMSprop, keras.optimizers.Adam))
+
+
+def threshold_learning_rate(name: str, sharpness: float, *, momentum: float = 0.9, beta_1: float = 0.9) -> float:
+    """The step size at which ``sharpness`` sits exactly at the threshold of
+    optimiser ``name`` (one of ``OPTIMIZER_NAMES``); for adaptive optimisers
+    ``sharpness`` is the preconditioned one."""
+    numerators = {
+        "gd": 2.0,
+        "momentum": _sgd_threshold(momentum, False),
+        "nesterov": _sgd_threshold(momentum, True),
+        "rmsprop": 2.0,
+        "clipped_rmsprop": 2.0,
+        "adam": (2 + 2 * beta_1) / (1 - beta_1),
+        "clipped_adam": (2 + 2 * beta_1) / (1 - beta_1),
+    }
+    if sharpness <= 0:
+        raise ValueError(f"the initial sharpness is {sharpness:.4g}; a threshold step size needs a positive one")
+    return numerators[name] / sharpness
+
+
+def preconditioner(optimizer: keras.optimizers.Optimizer, variables, gradient: np.ndarray | None = None) -> np.ndarray | None:
+    """Diagonal of the preconditioner P of an adaptive optimiser, flat in the
+    order of ``variables``; None for non-adaptive ones.
+
+    Before the first step the slots are empty; P is then the one the first
+    step will use, computed from ``gradient`` (flat) — required in that case.
+    """
+    if not is_adaptive(optimizer):
+        return None
+    if not optimizer.built:
+        optimizer.build(variables)
+    step = int(optimizer.iterations.numpy())
+    if step == 0 and gradient is None:
+        raise ValueError("the preconditioner before the first step needs the gradient")
+    # Keras keeps second-moment slots in _velocities, indexed per variable.
+    slots = [optimizer._velocities[optimizer._get_variable_index(v)].numpy().ravel() for v in variables]
+    v = np.concatenate(slots).astype(np.float64)
+    eps = float(optimizer.epsilon)
+    if isinstance(optimizer, keras.optimizers.RMSprop):
+        decay = float(optimizer.rho)
+        if step == 0:
+            v = (1 - decay) * np.square(gradient)
+        if isinstance(optimizer, ClippedRMSprop):
+            return np.asarray(clip_denominator(np.sqrt(v), optimizer.clip_value, optimizer.clip_mode)) + eps
+        return np.sqrt(v + eps)
+    beta_2 = float(optimizer.beta_2)
+    if step == 0:
+        step, v = 1, (1 - beta_2) * np.square(gradient)
+    correction = 1 - beta_2**step
+    v_hat = v / correction
+    if isinstance(optimizer, ClippedAdam):
+        return np.asarray(clip_denominator(np.sqrt(v_hat), optimizer.clip_value, optimizer.clip_mode)) + eps
+    # Keras's Adam adds epsilon before the bias correction of the step size.
+    return np.sqrt(v_hat) + eps / np.sqrt(correction)
