@@ -112,7 +112,7 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(
     name: str,
-    learning_rate: float,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     *,
     momentum: float = 0.9,
     beta_1: float = 0.9,
@@ -123,8 +123,13 @@ def make_optimizer(
     clip_mode: str = "ub",
     warmup_steps: int = 0,
 ) -> keras.optimizers.Optimizer:
-    """Build one of ``OPTIMIZER_NAMES`` with an optional linear warm-up."""
-    lr: Any = WarmupConstant(learning_rate, warmup_steps) if warmup_steps else learning_rate
+    """Build one of ``OPTIMIZER_NAMES``; a float ``learning_rate`` may get a
+    linear warm-up, a Keras schedule is used as given."""
+    lr: Any = learning_rate
+    if warmup_steps:
+        if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError("warmup_steps applies to a constant learning rate, not to a schedule")
+        lr = WarmupConstant(learning_rate, warmup_steps)
     builders = {
         "gd": lambda: keras.optimizers.SGD(lr),
         "momentum": lambda: keras.optimizers.SGD(lr, momentum=momentum),
