@@ -1,0 +1,106 @@
+"""The callbacks inside ordinary Keras training loops."""
+from __future__ import annotations
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+import eoskeras
+
+
+def problem(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+    keras.utils.set_random_seed(seed)
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(12, activation="tanh"), keras.layers.Dense(3)])
+    return net, x, y
+
+
+def test_sharpness_monitor_in_a_plain_keras_fit(tmp_path):
+    net, x, y = problem()
+    net.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=4, top_k=3, tol=1e-4)
+    log = tmp_path / "log.csv"
+    history = net.fit(x, y, batch_size=len(x), epochs=8, verbose=0, shuffle=False,
+                      callbacks=[monitor, keras.callbacks.CSVLogger(str(log))])
+    assert [r["step"] for r in monitor.records] == [0, 4, 8]
+    # Every epoch's logs carry the latest measurement, so History and CSVLogger agree.
+    # Epoch i ends after step i + 1.
+    assert history.history["curvature_step"] == [0, 0, 0, 4, 4, 4, 4, 8]
+    rows = list(csv.DictReader(log.open()))
+    assert float(rows[-1]["lambda_max"]) == pytest.approx(monitor.records[-1]["lambda_max"])
+    # The recorded sharpness is the Hessian's at that step, checked against a fresh solve.
+    check = eoskeras.lanczos(eoskeras.HessianOracle(net, net.loss, x, y), k=3, tol=1e-8)
+    np.testing.assert_allclose(monitor.records[-1]["eigenvalues"], check.eigenvalues, rtol=1e-3)
+    last = monitor.records[-1]
+    assert last["threshold"] == pytest.approx(2 / 0.5)
+    assert last["sharpness_ratio"] == pytest.approx(last["lambda_max"] / 4.0)
+    assert monitor.records[0]["similarity_first"] == pytest.approx(1.0)
+    assert 0.0 <= last["similarity_first"] <= 1.0 and 0.0 <= last["similarity_prev"] <= 1.0
+    # Warm starts: later measurements use fewer HVPs than the cold first one.
+    assert all(r["eig_hvps"] < monitor.records[0]["eig_hvps"] for r in monitor.records[1:])
+
+
+def test_monitor_reports_preconditioned_sharpness_for_adam():
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=3, top_k=1, tol=1e-6)
+    model.fit_full_batch(x, y, steps=3, callbacks=[monitor])
+    last = monitor.records[-1]
+    assert last["preconditioned"] and last["threshold"] == pytest.approx(38 / 1e-2)
+    p = eoskeras.preconditioner(model.optimizer, net.trainable_variables)
+    op = eoskeras.PreconditionedOperator(eoskeras.HessianOracle(net, "cross_entropy", x, y), p)
+    assert last["lambda_max"] == pytest.approx(eoskeras.lanczos(op, k=1, tol=1e-8).lambda_max, rel=1e-4)
+
+
+def test_divergence_is_a_recorded_result_not_a_crash():
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net, loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(50.0))
+    stop = eoskeras.StopConditions(divergence_factor=100)
+    monitor = eoskeras.SharpnessMonitor(x, y, every=1, top_k=1)
+    flatness = eoskeras.FlatnessReport(x, y)
+    history = model.fit_full_batch(x, y, steps=200, callbacks=[monitor, stop, flatness])
+    assert stop.diverged and stop.reason.startswith("diverged")
+    assert stop.step == len(history.history["loss"]) < 200
+    assert flatness.result is None or np.isfinite(flatness.result["lambda_max"])
+
+
+def test_stops_on_the_accuracy_goal_after_patience_steps():
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net)
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    stop = eoskeras.StopConditions(train_accuracy=0.9, patience=3, divergence_factor=None)
+    history = model.fit_full_batch(x, y, steps=500, callbacks=[stop])
+    acc = history.history["accuracy"]
+    assert stop.reason.startswith("train accuracy >= 0.9 for 3") and not stop.diverged
+    assert all(a >= 0.9 for a in acc[-3:]) and len(acc) < 500
+    assert not all(a >= 0.9 for a in acc[-4:]) or len(acc) == 3
+
+
+def test_flatness_report_against_its_definitions():
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    report = eoskeras.FlatnessReport(x, y, x[:40], y[:40], top_k=3, rho=1e-3, noise_sigma=1e-3, noise_samples=64,
+                                     density_steps=20, dtype="float64")
+    model.fit_full_batch(x, y, steps=5, callbacks=[report])
+    r = report.result
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    dense = np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1)
+    eig = np.linalg.eigvalsh(dense)[::-1]
+    np.testing.assert_allclose(r["eigenvalues"], eig[:3], rtol=1e-6)
+    assert abs(r["trace"] - np.trace(dense)) <= 3 * r["trace_stderr"] + 1e-9
+    _, g = oracle.loss_and_gradient()
+    # rho-sharpness to second order: rho |g| + rho^2/2 g^T H g / |g|^2.
+    expected = 1e-3 * np.linalg.norm(g) + 0.5e-6 * g @ dense @ g / (g @ g)
+    assert r["rho_sharpness"] == pytest.approx(expected, rel=1e-3)
+    # Gaussian noise: sigma^2/2 tr(H) to leading order.
+    assert abs(r["noise_sharpness"] - 0.5e-6 * np.trace(dense)) <= 3 * r["noise_sharpness_stderr"] + 1e-9
+    assert r["accuracy_gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
+    assert r["hessian"]["dtype"] == "float64" and report.density is not None
+    assert r["threshold"] == pytest.approx(4.0)
