@@ -1,0 +1,1 @@
+"""Reports: plots and terminal rendering from run-directory files alone."""
