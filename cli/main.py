@@ -1,8 +1,174 @@
-"""Entry point of the ``eoskeras`` command."""
+"""The ``eoskeras`` command line: thin Click commands over the library.
+
+Exit codes: 0 success (a diverged run is a result, not a failure), 1 a
+runtime failure (data unavailable, damaged checkpoint), 2 bad input (a
+recipe, an override, a run directory that exists), 130 interrupted.
+Recipes are validated before TensorFlow is imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
 import click
 
+# TensorFlow's start-up chatter is silenced only at level 3.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = {
+    "train": """
+\b
+Examples:
+  eoskeras train recipes/quickstart.yaml
+  eoskeras train quickstart --set training.max_steps=200 --out runs/short
+  eoskeras train quickstart --out runs/short --resume""",
+    "sweep": """
+\b
+Examples:
+  eoskeras sweep quickstart --lr 0.02,0.05,0.1
+  eoskeras sweep quickstart --grid 0.5:8 --jobs 2     # eta/(2/lambda0) from 0.5 to 8, x1.6""",
+}
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def console(quiet: bool = False):
+    from rich.console import Console
+
+    return Console(quiet=quiet, stderr=False)
+
+
+def load(recipe: str, overrides: tuple[str, ...]):
+    """A recipe path or bundled name, validated (exit 2 on any error)."""
+    from eoskeras.recipes import RecipeError, bundled_recipes, load_recipe
+
+    path = bundled_recipes().get(recipe, recipe)
+    try:
+        return load_recipe(path, list(overrides))
+    except RecipeError as err:
+        fail(str(err), 2)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="eoskeras")
 def main() -> None:
     """eoskeras: train above the stability threshold and measure the landscape."""
+
+
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a recipe field, e.g. optimizer.lr=0.05 (repeatable).")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress display or report.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+@main.command(epilog=EXAMPLES["train"])
+@click.argument("recipe")
+@set_option
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: the recipe's output.dir).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in its directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@quiet_option
+@json_option
+def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
+          quiet: bool, as_json: bool) -> None:
+    """Train RECIPE (a YAML file or a bundled recipe name) into a run directory."""
+    from eoskeras.cli.commands import run_training
+
+    sys.exit(run_training(load(recipe, overrides), out, resume=resume, overwrite=overwrite,
+                          quiet=quiet or as_json, as_json=as_json))
+
+
+@main.command(epilog=EXAMPLES["sweep"])
+@click.argument("recipe")
+@set_option
+@click.option("--lr", "lrs", help="Comma-separated absolute learning rates.")
+@click.option("--lr-relative", "relatives", help="Comma-separated multiples of the threshold step 2/lambda0.")
+@click.option("--grid", help="LOW:HIGH[:RATIO] geometric grid of threshold multiples (ratio 1.6).")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default: runs/<name>_sweep).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Points run in parallel.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing sweep directory.")
+@quiet_option
+@json_option
+def sweep(recipe: str, overrides: tuple[str, ...], lrs: str | None, relatives: str | None, grid: str | None,
+          out: str | None, jobs: int, overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """Learning-rate sweep of RECIPE: one run per point; diverged points are results."""
+    from eoskeras.cli.commands import parse_points, point_overrides, run_sweep
+
+    try:
+        points = parse_points(lrs, relatives, grid)
+    except ValueError as err:
+        fail(str(err), 2)
+    # Every point's recipe is validated before anything runs.
+    recipes = [load(recipe, overrides + point_overrides(point)) for point in points]
+    sys.exit(run_sweep(recipe, recipes, overrides, points, out, jobs=jobs, overwrite=overwrite,
+                       quiet=quiet or as_json, as_json=as_json))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-plots", is_flag=True, help="Only the terminal report.")
+@json_option
+def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
+    """Re-render the report and plots of RUN_DIR (a run or a sweep) from its files."""
+    from eoskeras.cli.commands import render_report
+
+    sys.exit(render_report(Path(run_dir), plots=not no_plots, as_json=as_json))
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--trace-hvps", default=60, show_default=True, type=click.IntRange(3, 10_000))
+@click.option("--density-steps", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Lanczos steps per SLQ vector for the spectral density (0: none).")
+@click.option("--examples", default=1000, show_default=True, type=click.IntRange(1, 10**7),
+              help="Examples for the Hessian (a saved model or the demo).")
+@click.option("--dataset", default="mnist5k", show_default=True, help="Data for a saved model or the demo.")
+@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@json_option
+def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int, examples: int, dataset: str,
+             loss: str, as_json: bool) -> None:
+    """Hessian eigenvalues, trace and density of a run's final weights, of a
+    saved .keras model, or (no SOURCE) of a small demo network."""
+    from eoskeras.cli.commands import measure_spectrum
+
+    sys.exit(measure_spectrum(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
+                              examples=examples, dataset=dataset, loss=loss, as_json=as_json))
+
+
+@main.command(name="recipes")
+@json_option
+def list_recipes(as_json: bool) -> None:
+    """List the bundled recipes and what each does."""
+    from eoskeras.recipes import RecipeError, bundled_recipes, load_recipe
+
+    rows = []
+    for name, path in bundled_recipes().items():
+        try:
+            r = load_recipe(path)
+            rows.append({"name": name, "runtime": r.runtime, "model": r.model.name, "dataset": r.data.dataset,
+                         "optimizer": r.optimizer.name, "description": r.description, "path": str(path)})
+        except RecipeError as err:
+            rows.append({"name": name, "error": str(err), "path": str(path)})
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="bundled recipes (eoskeras train NAME)")
+    for column in ("name", "runtime", "model", "dataset", "optimizer", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*[str(row.get(c, row.get("error", ""))) for c in ("name", "runtime", "model", "dataset",
+                                                                         "optimizer", "description")])
+    console().print(table)

@@ -147,6 +147,21 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.latest_logs = self._as_logs(record)
         return record
 
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-ready state and arrays that ``load_state`` restores (resume)."""
+        arrays = {name: value for name, value in (
+            ("tracker", self.tracker.vectors), ("first", self.first_vectors),
+            ("previous", self.records[-1]["_vectors"] if self.records else None)) if value is not None}
+        return {"records": self.public_records()}, arrays
+
+    def load_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.records = [dict(r) for r in state["records"]]
+        if self.records and "previous" in arrays:
+            self.records[-1]["_vectors"] = arrays["previous"]
+        self.first_vectors = arrays.get("first")
+        self.tracker.load_state({"vectors": arrays["tracker"]} if "tracker" in arrays else {})
+        self.latest_logs = self._as_logs(self.records[-1]) if self.records else {}
+
     def public_records(self) -> list[dict[str, Any]]:
         """Records without the in-memory eigenvectors."""
         return [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.records]

@@ -81,6 +81,14 @@ class StopConditions(keras.callbacks.Callback):
         if self.loss_below is not None and loss is not None and loss < self.loss_below:
             self._stop(f"train loss < {self.loss_below:g}")
 
+    def state(self) -> dict:
+        """JSON-ready progress of the conditions (resume)."""
+        return {"initial_loss": self._initial_loss, "streak": self._streak, "accuracies": self._accuracies[-self.stall_window:]}
+
+    def load_state(self, state: dict) -> None:
+        self._initial_loss, self._streak = state["initial_loss"], state["streak"]
+        self._accuracies = list(state["accuracies"])
+
     def on_train_end(self, logs=None):
         if self.reason is None:
             self.reason, self.step = "completed all steps", self._steps_done()

@@ -21,8 +21,12 @@ import numpy as np
 from eoskeras.training.optimizers import ClippedAdam, ClippedRMSprop, clip_denominator
 
 
-def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
-    """The learning rate the next step uses (schedules evaluated at ``iterations``)."""
+def current_learning_rate(optimizer: keras.optimizers.Optimizer, step: int | None = None) -> float:
+    """The learning rate of step ``step`` (0-based; default: the next step,
+    i.e. schedules evaluated at ``iterations``)."""
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if step is not None and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 

@@ -1,0 +1,187 @@
+"""What the commands do, once their input is validated (heavy imports here)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eoskeras.cli.main import console, emit_json, fail
+from eoskeras.runs import layout
+
+INTERRUPTED = 130
+
+
+def _report(run_dir: Path, out, plots: bool = True) -> None:
+    from eoskeras.reports.plots import plot_run
+    from eoskeras.reports.terminal import render_run
+
+    if plots:
+        plot_run(run_dir)
+    render_run(run_dir, out)
+
+
+def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> int:
+    from eoskeras.data import DataUnavailableError
+    from eoskeras.reports.live import RichProgress
+    from eoskeras.runs.checkpoint import CheckpointError
+    from eoskeras.runs.rundir import RunDirectoryError
+    from eoskeras.runs.runner import run_recipe
+
+    out_console = console(quiet)
+    progress = None if quiet else (lambda total, start: RichProgress(total, initial_step=start, console=out_console))
+    run_dir = Path(out or recipe.output.dir)
+    try:
+        result = run_recipe(recipe, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    except RunDirectoryError as err:
+        fail(str(err), 2)
+    except (DataUnavailableError, CheckpointError) as err:
+        fail(str(err), 1)
+    from eoskeras.reports.plots import plot_run
+
+    plot_run(run_dir)
+    if as_json:
+        from eoskeras.reports.terminal import run_summary
+
+        emit_json(run_summary(run_dir))
+    elif not quiet:
+        _report(run_dir, out_console, plots=False)
+    return INTERRUPTED if result["status"] == "interrupted" else 0
+
+
+def parse_points(lrs: str | None, relatives: str | None, grid: str | None) -> list[tuple[str, float]]:
+    """The sweep's points as (recipe field, value) pairs."""
+    given = [g for g in (lrs, relatives, grid) if g]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --lr, --lr-relative, --grid")
+    if grid:
+        parts = grid.split(":")
+        try:
+            low, high, ratio = (float(v) for v in (parts + ["1.6"])[:3]) if len(parts) in (2, 3) else (0, 0, 0)
+        except ValueError:
+            low = high = ratio = 0
+        if not (0 < low < high and ratio > 1):
+            raise ValueError(f"--grid: got {grid!r}; allowed: LOW:HIGH[:RATIO] with 0 < LOW < HIGH and RATIO > 1")
+        count = int(np.floor(np.log(high / low) / np.log(ratio) + 1e-9)) + 1
+        return [("lr_relative", float(f"{low * ratio**i:.6g}")) for i in range(count)]
+    key, text = ("lr", lrs) if lrs else ("lr_relative", relatives)
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{key.replace('_', '-')}: got {text!r}; allowed: comma-separated numbers") from None
+    if not values:
+        raise ValueError(f"--{key.replace('_', '-')}: no values given")
+    return [(key, v) for v in values]
+
+
+def point_overrides(point: tuple[str, float]) -> tuple[str, ...]:
+    key, value = point
+    other = "lr_relative" if key == "lr" else "lr"
+    return (f"optimizer.{key}={value!r}", f"optimizer.{other}=null")
+
+
+def _run_point(recipe_arg: str, overrides: tuple[str, ...], run_dir: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "eoskeras", "train", recipe_arg, *sum((["--set", o] for o in overrides), []),
+               "--out", str(run_dir), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    return {"returncode": done.returncode, "stderr": done.stderr[-2000:]}
+
+
+def _point_summary(point: tuple[str, float], run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    from eoskeras.runs.files import read_jsonl
+
+    row: dict[str, Any] = {point[0]: point[1], "run_dir": run_dir.name}
+    try:
+        result = json.loads((run_dir / layout.RESULT).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {**row, "status": "failed", "stop_reason": outcome["stderr"].strip().splitlines()[-1:] or ["no result"]}
+    curvature = read_jsonl(run_dir / layout.CURVATURE)
+    flat = result.get("flatness") or {}
+    lr, sharp0 = result.get("lr"), result.get("initial_sharpness")
+    row.update(
+        lr=lr, lr_relative=result.get("lr_relative"),
+        eta_lambda0_over_2=lr * sharp0 / 2 if lr and sharp0 else None,
+        status=result.get("status"), stop_reason=result.get("stop_reason"), steps=result.get("stop_step"),
+        final_sharpness=flat.get("lambda_max", curvature[-1]["lambda_max"] if curvature else None),
+        trace=flat.get("trace"),
+        similarity_start_end=curvature[-1]["similarity_first"] if curvature and result.get("status") != "diverged" else None,
+        train_accuracy=flat.get("train_accuracy"), test_accuracy=flat.get("test_accuracy"),
+    )
+    return row
+
+
+def run_sweep(recipe_arg: str, recipes: list, overrides: tuple[str, ...], points: list[tuple[str, float]],
+              out: str | None, *, jobs: int, overwrite: bool, quiet: bool, as_json: bool) -> int:
+    from eoskeras.runs.files import atomic_write_json, atomic_write_text
+    from eoskeras.runs.rundir import RunDirectoryError, prepare
+
+    sweep_dir = Path(out or f"runs/{recipes[0].name}_sweep")
+    try:
+        prepare(sweep_dir, overwrite=overwrite)
+    except RunDirectoryError as err:
+        fail(str(err), 2)
+    dirs = [sweep_dir / f"lr_{i:02d}_{value:.4g}" for i, (_, value) in enumerate(points)]
+    out_console = console(quiet)
+    out_console.print(f"sweep of {len(points)} points into {sweep_dir} ({jobs} at a time)")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outcomes = list(pool.map(lambda a: _run_point(recipe_arg, overrides + point_overrides(a[0]), a[1]),
+                                 zip(points, dirs)))
+    rows = [_point_summary(p, d, o) for p, d, o in zip(points, dirs, outcomes)]
+    atomic_write_json(sweep_dir / layout.SWEEP_JSON, {"recipe": recipes[0].name, "points": rows})
+    columns = ["lr", "lr_relative", "eta_lambda0_over_2", "final_sharpness", "trace", "similarity_start_end",
+               "train_accuracy", "test_accuracy", "steps", "status", "stop_reason", "run_dir"]
+    atomic_write_text(sweep_dir / layout.SWEEP_CSV, ",".join(columns) + "\n" + "".join(
+        ",".join("" if r.get(c) is None else json.dumps(r.get(c)) if isinstance(r.get(c), str) else str(r.get(c))
+                 for c in columns) + "\n" for r in rows))
+    from eoskeras.reports.plots import plot_sweep
+    from eoskeras.reports.terminal import render_sweep
+
+    plot_sweep(sweep_dir)
+    if as_json:
+        emit_json(rows)
+    elif not quiet:
+        render_sweep(sweep_dir, out_console)
+    return 0 if all(r["status"] != "failed" for r in rows) else 1
+
+
+def render_report(path: Path, *, plots: bool, as_json: bool) -> int:
+    from eoskeras.reports.rundata import ReportError
+
+    try:
+        if (path / layout.SWEEP_JSON).exists():
+            from eoskeras.reports.plots import plot_sweep
+            from eoskeras.reports.terminal import render_sweep
+
+            if plots:
+                plot_sweep(path)
+            if as_json:
+                emit_json(json.loads((path / layout.SWEEP_JSON).read_text()))
+            else:
+                render_sweep(path, console())
+            return 0
+        if as_json:
+            from eoskeras.reports.terminal import run_summary
+
+            if plots:
+                from eoskeras.reports.plots import plot_run
+
+                plot_run(path)
+            emit_json(run_summary(path))
+        else:
+            _report(path, console(), plots=plots)
+    except ReportError as err:
+        fail(str(err), 2)
+    return 0
+
+
+def measure_spectrum(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
+                     dataset: str, loss: str, as_json: bool) -> int:
+    from eoskeras.cli.spectrum import spectrum_command
+
+    return spectrum_command(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
+                            examples=examples, dataset=dataset, loss=loss, as_json=as_json)
+

@@ -1,0 +1,101 @@
+"""``eoskeras spectrum``: the Hessian of a run's final weights, of a saved
+model, or of a small demo network on the embedded data."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eoskeras.cli.main import console, emit_json, fail
+from eoskeras.runs import layout
+
+
+def _from_run(run_dir: Path):
+    import tensorflow as tf
+
+    from eoskeras.recipes import RecipeError, load_recipe
+    from eoskeras.runs.runner import prepare
+
+    try:
+        recipe = load_recipe(run_dir / layout.RECIPE)
+    except RecipeError as err:
+        fail(f"{run_dir}: {err}", 2)
+    prepared = prepare(recipe)
+    latest = tf.train.latest_checkpoint(str(run_dir / layout.CHECKPOINTS))
+    if latest is None:
+        fail(f"{run_dir}: no checkpoint to read the weights from", 1)
+    tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
+    c = recipe.curvature
+    return prepared.network, recipe.loss, *prepared.hessian, dict(bn_mode=c.bn_mode, dtype=c.dtype,
+                                                                     micro_batch_size=c.micro_batch_size)
+
+
+def _with_data(network, dataset: str, examples: int, loss: str):
+    from eoskeras.data import DataSpec, load_data
+
+    flatten = len(network.input_shape) == 2
+    bundle = load_data(DataSpec(dataset, train_size=examples, flatten=flatten,
+                                labels="onehot" if loss == "mse" else "integer"))
+    return network, loss, bundle.x_train, bundle.y_train, {}
+
+
+def _demo(dataset: str, examples: int, loss: str):
+    from eoskeras.data.catalog import DATASETS
+    from eoskeras.models import build_model
+
+    info = DATASETS[dataset]
+    return _with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss)
+
+
+def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
+                     dataset: str, loss: str, as_json: bool) -> int:
+    import keras
+
+    import eoskeras
+
+    if source is None:
+        network, loss, x, y, options = _demo(dataset, examples, loss)
+        what = f"demo network mlp3_nh32 at initialisation on {len(x)} {dataset} examples"
+    elif Path(source).is_dir():
+        network, loss, x, y, options = _from_run(Path(source))
+        what = f"final weights of {source}"
+    elif Path(source).is_file():
+        try:
+            model = keras.saving.load_model(source, compile=False, safe_mode=True)
+        except Exception as err:  # Keras raises many types for a bad file
+            fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
+        network, loss, x, y, options = _with_data(model, dataset, examples, loss)
+        what = f"saved model {source} on {len(x)} {dataset} examples"
+    else:
+        fail(f"{source}: no such run directory or saved model", 2)
+    oracle = eoskeras.HessianOracle(network, loss, x, y, **options)
+    spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)
+    trace = eoskeras.hutchpp_trace(oracle, trace_hvps, seed=0)
+    result: dict[str, Any] = {"source": what, **spectrum.record(), **trace.record()}
+    if density_steps:
+        density = eoskeras.spectral_density(oracle, 4, density_steps, seed=0)
+        result["density_nodes_range"] = [float(density.nodes.min()), float(density.nodes.max())]
+    if as_json:
+        emit_json(result)
+        return 0
+    _print(result, what)
+    return 0
+
+
+def _print(result: dict[str, Any], what: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Hessian spectrum: {what}")
+    table.add_column("#", justify="right")
+    table.add_column("eigenvalue", justify="right")
+    table.add_column("residual ||Hv - lv||", justify="right")
+    for i, (value, residual) in enumerate(zip(result["eigenvalues"], result["residuals"])):
+        table.add_row(str(i + 1), f"{value:.6g}", f"{residual:.2e}")
+    table.add_row("min", f"{result['smallest']:.6g}", f"{result['smallest_residual']:.2e}")
+    out = console()
+    out.print(table)
+    out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {result['trace']:.6g} ± {result['trace_stderr']:.2g}")
+    if "density_nodes_range" in result:
+        lo, hi = result["density_nodes_range"]
+        out.print(f"spectral density support (SLQ): [{lo:.4g}, {hi:.4g}]")
+    out.print(f"mode: bn={result['bn_mode']} dtype={result['dtype']} examples={result['num_examples']} "
+              f"params={result['num_params']} HVPs={result['num_hvps']}")
