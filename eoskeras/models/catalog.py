@@ -7,20 +7,25 @@ from __future__ import annotations
 
 MODELS: dict[str, str] = {
     # Wang & Roberts (arXiv 2412.17613).
-    "vgg10_base8_bn": "VGG-10, widths 8/16/32, BatchNorm after every conv (~32.8k params on CIFAR-10)",
-    "resnet20_base8": "ResNet-20, widths 8/16/32, BatchNorm, zero-padded identity shortcuts (~68k params)",
-    "mlp3_nh32": "MLP with three hidden ReLU layers of 32 units (~27.6k params on Fashion-MNIST)",
+    "vgg10_base8_bn": "VGG-10, widths 8/16/32, conv-BN-ReLU, head Dense(4)-BN-ReLU, LeCun-normal "
+                      "(32,782 trainable params on CIFAR-10)",
+    "resnet20_base8": "ResNet-20, widths 8/16/32, BatchNorm, zero-padded identity shortcuts, no conv "
+                      "bias, LeCun-normal (68,050 trainable params on CIFAR-10)",
+    "mlp3_nh32": "MLP with three hidden ReLU layers of 32 units, LeCun-normal "
+                 "(27,562 params on Fashion-MNIST)",
     # Cohen et al. 2021.
-    "fc-tanh": "fully connected 200-200, tanh",
-    "fc-relu": "fully connected 200-200, ReLU",
-    "fc-elu": "fully connected 200-200, ELU",
-    "cnn-relu": "two 3x3 convs (32 ch) with max-pooling, ReLU, no BatchNorm",
+    "fc-tanh": "fully connected 200-200, tanh, PyTorch default init (656,810 params on CIFAR-10)",
+    "fc-relu": "fully connected 200-200, ReLU, PyTorch default init",
+    "fc-elu": "fully connected 200-200, ELU, PyTorch default init",
+    "cnn-relu": "two 3x3 convs (32 ch) with max-pooling, ReLU, no BatchNorm (30,634 params on CIFAR-10)",
     "cnn-tanh": "two 3x3 convs (32 ch) with max-pooling, tanh, no BatchNorm",
-    "cnn-relu-bn": "cnn-relu with BatchNorm after each conv",
-    "cnn-tanh-bn": "cnn-tanh with BatchNorm after each conv",
-    "resnet32": "ResNet-32 (widths 16/32/64) with BatchNorm",
-    "vgg11": "VGG-11 without BatchNorm",
-    "vgg11-bn": "VGG-11 with BatchNorm",
+    "cnn-relu-bn": "cnn-relu with BatchNorm after each activation (Cohen et al.'s order)",
+    "cnn-tanh-bn": "cnn-tanh with BatchNorm after each activation (Cohen et al.'s order)",
+    "resnet32": "ResNet-32 (widths 16/32/64) with BatchNorm, zero-padded identity shortcuts "
+                "(464,154 trainable params)",
+    "vgg11": "VGG-11 (64..512 channels) with a 512-512 classifier, no dropout, no BatchNorm "
+             "(9,750,922 params)",
+    "vgg11-bn": "vgg11 with BatchNorm after each conv",
 }
 
 # Options a recipe may pass to a builder (``model.options``), with their types
