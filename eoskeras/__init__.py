@@ -46,6 +46,9 @@ _export("eoskeras.training.monitor", "SharpnessMonitor")
 _export("eoskeras.training.flatness_report", "FlatnessReport")
 _export("eoskeras.training.stopping", "StopConditions")
 _export("eoskeras.training.evaluation", "evaluate_network")
+_export("eoskeras.data.spec", "DataSpec", "DataUnavailableError")
+_export("eoskeras.data.loading", "load_data", "DataBundle")
+_export("eoskeras.models.registry", "build_model")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
