@@ -14,7 +14,7 @@ print(recipe.model.name, recipe.optimizer.lr, recipe.output.dir)
 """
 from eoskeras.recipes.bundled import RECIPES_DIR, bundled_recipes
 from eoskeras.recipes.errors import MISSING, RecipeError
-from eoskeras.recipes.fields import FrozenOptions
+from eoskeras.recipes.options import FrozenOptions
 from eoskeras.recipes.loader import dump_recipe, load_recipe, read_recipe_file
 from eoskeras.recipes.overrides import apply_overrides
 from eoskeras.recipes.parse import parse_recipe

@@ -16,7 +16,7 @@ def bundled_recipes() -> dict[str, Path]:
 
     Empty when the folder is absent (an install without the repository).
 
-    Example: ``sorted(bundled_recipes())[:2]`` -> ``['cifar10_clipped_adam', 'cifar10_fc_tanh_mse']``.
+    Example: ``bundled_recipes()["quickstart"]`` -> ``.../recipes/quickstart.yaml``.
     """
     if not RECIPES_DIR.is_dir():
         return {}

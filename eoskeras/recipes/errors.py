@@ -90,6 +90,11 @@ class RecipeError(Exception):
         merged.errors = tuple(errors)
         return merged
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep every collected problem when the error crosses a process boundary
+        # (a sweep's worker); a single error's `errors` is just itself.
+        return _rebuild, (self.args, self.errors if len(self.errors) > 1 else ())
+
     def _line(self) -> str:
         if self.value is MISSING:
             found = self.problem or "missing"
@@ -104,3 +109,10 @@ class RecipeError(Exception):
             return self._line()
         lines = "\n".join(f"  - {error._line()}" for error in self.errors)
         return f"{len(self.errors)} problems in the recipe:\n{lines}"
+
+
+def _rebuild(args: tuple[Any, ...], errors: tuple[RecipeError, ...]) -> RecipeError:
+    error = RecipeError(*args)
+    if errors:
+        error.errors = errors
+    return error

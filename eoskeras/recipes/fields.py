@@ -15,12 +15,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Protocol
 
-from eoskeras.models.catalog import OPTION_TYPES
 from eoskeras.recipes.errors import RecipeError, kind_of
 
 # Plain decimal numerals only. PyYAML (YAML 1.1) loads `1e-3` as text, so float
@@ -229,66 +228,3 @@ class Nullable:
         # A bad value reports the inner kind's range: whoever wrote a number
         # wants to know which numbers, not that null would also do.
         return None if value is None else self.inner.check(path, value)
-
-
-class FrozenOptions(Mapping[str, Any]):
-    """A read-only, hashable, picklable mapping (model options), sorted by key."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
-        self._items = dict(sorted(dict(items).items()))
-
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(tuple(self._items.items()))
-
-    def __repr__(self) -> str:
-        return f"FrozenOptions({self._items!r})"
-
-
-def _option_kind(spec: object) -> Kind:
-    if spec is int:
-        return Integer(low=1, high=10**6)
-    if isinstance(spec, tuple):
-        return Choice(spec)
-    raise TypeError(f"models.catalog.OPTION_TYPES: no recipe kind for {spec!r}")
-
-
-_OPTION_KINDS: dict[str, Kind] = {name: _option_kind(spec) for name, spec in OPTION_TYPES.items()}
-
-
-@dataclass(frozen=True)
-class Options:
-    """Model options: a mapping of known option names to values of their kind.
-
-    Which options a given model accepts is a cross-field rule (rules.py).
-    """
-
-    allowed = "a mapping of model options (" + ", ".join(_OPTION_KINDS) + ")"
-
-    def check(self, path: str, value: Any) -> FrozenOptions:
-        if not isinstance(value, Mapping):
-            raise RecipeError(path, value, self.allowed, kind_of(value))
-        errors, checked = [], {}
-        for key, option in value.items():
-            kind = _OPTION_KINDS.get(key) if isinstance(key, str) else None
-            try:
-                if kind is None:
-                    raise RecipeError(f"{path}.{key}", option,
-                                      "one of the options " + ", ".join(_OPTION_KINDS),
-                                      "unknown option" + suggest(str(key), _OPTION_KINDS))
-                checked[key] = kind.check(f"{path}.{key}", option)
-            except RecipeError as err:
-                errors.append(err)
-        if errors:
-            raise RecipeError.collect(errors)
-        return FrozenOptions(checked)

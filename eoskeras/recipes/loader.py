@@ -20,8 +20,8 @@ from eoskeras.recipes.bundled import bundled_recipes
 from eoskeras.recipes.errors import MISSING, RecipeError, kind_of
 from eoskeras.recipes.fields import closest
 from eoskeras.recipes.overrides import apply_overrides
-from eoskeras.recipes.parse import join, parse_recipe
-from eoskeras.recipes.schema import Recipe, fields_of
+from eoskeras.recipes.parse import join, mapping_of, parse_recipe
+from eoskeras.recipes.schema import Recipe
 
 _FILE = "a readable recipe file (UTF-8 YAML)"
 
@@ -72,11 +72,10 @@ def read_recipe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
                           f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
                           ) from None
     data = _parse_yaml(text, source)
-    sections = "a mapping with keys " + ", ".join(fields_of(Recipe))
     if data is None:
-        raise RecipeError(source, MISSING, sections, "empty: no settings")
+        raise RecipeError(source, MISSING, mapping_of(Recipe), "empty: no settings")
     if not isinstance(data, dict):
-        raise RecipeError(source, data, sections, f"{kind_of(data)} at the top level")
+        raise RecipeError(source, data, mapping_of(Recipe), f"{kind_of(data)} at the top level")
     return data
 
 

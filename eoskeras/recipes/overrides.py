@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from eoskeras.recipes.errors import MISSING, RecipeError, kind_of
-from eoskeras.recipes.fields import Options, suggest
+from eoskeras.recipes.fields import suggest
+from eoskeras.recipes.options import Options
 from eoskeras.recipes.schema import Recipe, fields_of
 
 _FORM = "SECTION.KEY=VALUE, e.g. optimizer.lr=0.05"

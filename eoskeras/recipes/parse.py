@@ -33,6 +33,11 @@ def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def mapping_of(section: type) -> str:
+    """What a section must be, in words: ``a mapping with keys name, lr, ...``."""
+    return "a mapping with keys " + ", ".join(fields_of(section))
+
+
 def parse_recipe(mapping: Mapping[str, Any]) -> Recipe:
     """Validate plain recipe data and return the typed, resolved ``Recipe``.
 
@@ -60,8 +65,7 @@ def _parse_section(cls: type, raw: Any, path: str, errors: list[RecipeError]) ->
     if raw is None and path:
         raw = {}  # `flatness:` with nothing under it: all defaults
     if not isinstance(raw, Mapping):
-        errors.append(RecipeError(path or TOP_LEVEL, raw,
-                                  "a mapping with keys " + ", ".join(fields), kind_of(raw)))
+        errors.append(RecipeError(path or TOP_LEVEL, raw, mapping_of(cls), kind_of(raw)))
         return None
     before = len(errors)
     for key, value in raw.items():
@@ -88,5 +92,5 @@ def _parse_section(cls: type, raw: Any, path: str, errors: list[RecipeError]) ->
 
 def _allowed(field: Any) -> str:
     if "section" in field.metadata:
-        return "a mapping with keys " + ", ".join(fields_of(field.metadata["section"]))
+        return mapping_of(field.metadata["section"])
     return field.metadata["kind"].allowed

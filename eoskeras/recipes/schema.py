@@ -25,9 +25,9 @@ from typing import Any
 from eoskeras.data.catalog import DATASETS
 from eoskeras.models.catalog import MODELS
 from eoskeras.recipes.fields import (
-    Choice, Flag, FrozenOptions, Integer, Kind, Nullable, Number, Options,
-    RelativeDir, Text,
+    Choice, Flag, Integer, Kind, Nullable, Number, RelativeDir, Text,
 )
+from eoskeras.recipes.options import FrozenOptions, Options
 
 RUNTIMES = ("cpu-minutes", "cpu-hours", "gpu")
 SUBSETS = ("first", "balanced")
@@ -82,14 +82,15 @@ def readers_of(name: str) -> list[str]:
 
 def hyperparameter(name: str, kind: Kind, what: str) -> Any:
     """An optimiser setting; its doc says which optimisers read it and the defaults."""
+    readers = readers_of(name)
     defaults: dict[float | None, list[str]] = {}
-    for optimizer in readers_of(name):
+    for optimizer in readers:
         defaults.setdefault(OPTIMIZER_HYPERPARAMETERS[optimizer][name], []).append(optimizer)
     filled = "; ".join(
         ("required" if default is None else f"null = {default:g}")
         + (f" for {', '.join(group)}" if len(defaults) > 1 else "")
         for default, group in defaults.items())
-    doc = f"{what}; read by {', '.join(readers_of(name))} ({filled})"
+    doc = f"{what}; read by {', '.join(readers)} ({filled})"
     return setting(Nullable(kind), doc, None)
 
 
@@ -104,11 +105,14 @@ def fields_of(cls: type) -> dict[str, dataclasses.Field]:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
+    """What to train and test on (``data``)."""
+
     dataset: str = setting(Choice(tuple(DATASETS)), "data set name (eoskeras.data.catalog)")
-    train_size: int | None = setting(Nullable(Integer()), "training examples used; null = all", None)
+    train_size: int | None = setting(Nullable(Integer()), "training examples used; null = all",
+                                     None)
     test_size: int | None = setting(Nullable(Integer()), "test examples used; null = all", None)
-    subset: str = setting(Choice(SUBSETS),
-                          "how examples are picked: the first N, or N/classes per class", "first")
+    subset: str = setting(Choice(SUBSETS), "how train and test subsets are picked: the first "
+                                           "N, or N/classes per class", "first")
     preprocessing: str = setting(Choice(PREPROCESSING),
                                  "standardize with the catalog's per-channel mean/std, "
                                  "with the training subset's own, or scale pixels to [0, 1]",
@@ -125,6 +129,8 @@ class DataSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
+    """Which catalog model to build, with which options (``model``)."""
+
     name: str = setting(Choice(tuple(MODELS)), "model name (eoskeras.models.catalog)")
     options: FrozenOptions = dataclasses.field(
         default_factory=FrozenOptions,
@@ -133,6 +139,8 @@ class ModelSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimizerSpec:
+    """How each step moves the weights (``optimizer``)."""
+
     name: str = setting(Choice(tuple(OPTIMIZER_HYPERPARAMETERS)), "optimiser", "gd")
     lr: float | None = setting(Nullable(_POSITIVE), "absolute learning rate", None)
     lr_relative: float | None = setting(
@@ -155,6 +163,8 @@ class OptimizerSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class StopSpec:
+    """When training ends before ``max_steps`` (``training.stop``)."""
+
     train_accuracy: float | None = setting(
         Nullable(Number(low=0, high=1, low_open=True)),
         "stop when training accuracy reaches this; null = never", 0.999)
@@ -168,6 +178,8 @@ class StopSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingSpec:
+    """How long to train and in what batches (``training``)."""
+
     max_steps: int = setting(Integer(), "at most this many optimiser steps", 1000)
     batch_size: int | None = setting(Nullable(Integer()),
                                      "null = full-batch GD; a number = mini-batch SGD", None)
@@ -182,6 +194,8 @@ class TrainingSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class CurvatureSpec:
+    """The Hessian spectrum tracked during training (``curvature``)."""
+
     enabled: bool = setting(Flag(), "track the top Hessian eigenvalues during training", True)
     every: int = setting(Integer(), "steps between measurements", 10)
     top_k: int = setting(Integer(high=100), "eigenpairs of largest eigenvalue", 10)
@@ -205,6 +219,8 @@ class CurvatureSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class FlatnessSpec:
+    """Flatness measures at the start and end of training (``flatness``)."""
+
     enabled: bool = setting(Flag(), "measure flatness at the start and end of training", False)
     trace_samples: int = setting(Integer(high=100_000), "Hutchinson probe vectors", 100)
     density: bool = setting(Flag(), "estimate the spectral density (stochastic Lanczos)", False)
@@ -217,6 +233,8 @@ class FlatnessSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class OutputSpec:
+    """Where a run writes its results (``output``)."""
+
     dir: str | None = setting(Nullable(RelativeDir()), "run directory; null = runs/<name>", None)
 
 
