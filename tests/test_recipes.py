@@ -53,6 +53,7 @@ def test_bundled_recipe_validates_and_round_trips(name: str) -> None:
     assert recipe.name == name == path.stem
     assert parse_recipe(recipe.to_dict()) == recipe
     assert parse_recipe(yaml.safe_load(dump_recipe(recipe))) == recipe
+    assert load_recipe(path, ["training.max_steps=1"]).training.max_steps == 1  # smoke runs
     header = path.read_text().splitlines()[:8]
     assert header[0].startswith("# ")
     assert any(line.startswith("# Runtime: " + recipe.runtime) for line in header)
@@ -184,6 +185,7 @@ def test_all_problems_are_reported_together() -> None:
     paths = [error.path for error in err.value.errors]
     assert paths == ["seed", "optimizer.lr", "optimizer.momentum", "strategy"]
     assert str(err.value).startswith("4 problems in the recipe:\n  - seed: got -1")
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)  # e.g. from a worker
 
 
 def test_unknown_key_suggests_a_close_match() -> None:
@@ -297,9 +299,9 @@ CASES = [
      "null with gd"),
     ("balanced-not-divisible", doc(data="{dataset: mnist5k, train_size: 1005, subset: balanced}"),
      "data.train_size", "a multiple of 10"),
-    ("warmup-longer-than-training", doc(optimizer="{lr: 0.1, warmup_steps: 20}",
-                                        training="{max_steps: 10}"),
-     "optimizer.warmup_steps", "at most training.max_steps"),
+    ("balanced-test-not-divisible",
+     doc(data="{dataset: mnist5k, test_size: 55, subset: balanced}"), "data.test_size",
+     "a multiple of 10"),
     ("iterations-below-top-k", doc(curvature="{top_k: 20, max_iterations: 10}"),
      "curvature.max_iterations", "at least curvature.top_k"),
     ("float64-on-tpu", doc(strategy="tpu", curvature="{dtype: float64}"), "curvature.dtype",

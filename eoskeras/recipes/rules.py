@@ -107,14 +107,6 @@ def _options_of_model(recipe: Recipe) -> Iterator[RecipeError]:
 
 
 @rule
-def _warmup_within_training(recipe: Recipe) -> Iterator[RecipeError]:
-    warmup, steps = recipe.optimizer.warmup_steps, recipe.training.max_steps
-    if warmup > steps:
-        yield RecipeError("optimizer.warmup_steps", warmup,
-                          f"at most training.max_steps ({steps:,})", "longer than training")
-
-
-@rule
 def _enough_eigensolver_iterations(recipe: Recipe) -> Iterator[RecipeError]:
     curvature = recipe.curvature
     if curvature.max_iterations < curvature.top_k:
