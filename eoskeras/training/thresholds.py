@@ -27,7 +27,9 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer, step: int | Non
     schedule = getattr(optimizer, "_learning_rate", None)
     if step is not None and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         return float(keras.ops.convert_to_numpy(schedule(step)))
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    rate = optimizer.learning_rate
+    # A constant rate is a Keras variable; read it directly (np.asarray on it warns).
+    return float(rate.numpy() if hasattr(rate, "numpy") else keras.ops.convert_to_numpy(rate))
 
 
 def _sgd_threshold(momentum: float, nesterov: bool) -> float:
