@@ -1,0 +1,1 @@
+"""Run directories and running recipes (no heavy imports here)."""

@@ -1,0 +1,70 @@
+"""Checkpoints that resume a run exactly: weights, optimizer slots, the
+eigen-tracker's warm-start vectors and the stopping rules' progress.
+
+``tf.train.Checkpoint`` holds the TensorFlow state; the callbacks' state goes
+to ``state_<step>.npz`` and ``state.json``. ``state.json`` is replaced
+atomically *last*, so it always names a complete checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from eoskeras.runs import layout
+from eoskeras.runs.files import atomic_write_json
+from eoskeras.training.monitor import SharpnessMonitor
+from eoskeras.training.stopping import StopConditions
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, damaged or does not fit the run."""
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, network: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 monitor: SharpnessMonitor | None, stop: StopConditions, keep: int = 2) -> None:
+        self.directory = Path(run_dir) / layout.CHECKPOINTS
+        self.monitor, self.stop, self.keep = monitor, stop, keep
+        self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, str(self.directory), max_to_keep=keep)
+        self.last_step: int | None = None
+
+    def save(self, step: int, extra: dict[str, Any] | None = None) -> None:
+        if step == self.last_step:
+            return
+        prefix = self._manager.save(checkpoint_number=step)
+        state: dict[str, Any] = {"step": step, "checkpoint": Path(prefix).name, "stop": self.stop.state(), **(extra or {})}
+        arrays_file = self.directory / f"state_{step:07d}.npz"
+        if self.monitor is not None:
+            state["monitor"], arrays = self.monitor.state()
+            with open(arrays_file, "wb") as f:
+                np.savez(f, **arrays)
+            state["arrays"] = arrays_file.name
+        atomic_write_json(self.directory / "state.json", state)
+        self.last_step = step
+        self._prune_arrays()
+
+    def restore(self) -> dict[str, Any]:
+        """Restore the newest complete checkpoint; returns its state record."""
+        try:
+            state = json.loads((self.directory / "state.json").read_text())
+            self._checkpoint.restore(str(self.directory / state["checkpoint"])).assert_existing_objects_matched()
+            if self.monitor is not None and "monitor" in state:
+                with np.load(self.directory / state["arrays"]) as arrays:
+                    self.monitor.load_state(state["monitor"], dict(arrays))
+            self.stop.load_state(state["stop"])
+        except (OSError, KeyError, ValueError, AssertionError, tf.errors.OpError) as err:
+            raise CheckpointError(f"cannot resume from {self.directory}: {err}") from err
+        self.last_step = state["step"]
+        return state
+
+    def _prune_arrays(self) -> None:
+        kept = {Path(p).name for p in self._manager.checkpoints}
+        for f in self.directory.glob("state_*.npz"):
+            if f"ckpt-{int(f.stem.split('_')[1])}" not in kept:
+                f.unlink(missing_ok=True)

@@ -1,0 +1,49 @@
+"""The files of a run directory: one place that names them.
+
+A run directory holds everything needed to re-render a report, resume the
+run, or repeat it:
+
+- ``recipe.yaml``      the resolved recipe (the learning rate as resolved)
+- ``environment.json`` versions, devices, strategy, seed, command line
+- ``metrics.jsonl``    one JSON object per step, appended as training runs:
+                       step, loss, accuracy, lr, val_loss/val_accuracy when
+                       evaluated, and the curvature keys when measured
+- ``metrics.csv``      the same rows as CSV (fixed columns, appended)
+- ``curvature.jsonl``  one JSON object per curvature measurement (step,
+                       eigenvalues, threshold, sharpness_ratio, eig_residual,
+                       eig_hvps, similarity_prev, similarity_first,
+                       cosine_first, seconds, preconditioned)
+- ``eigenvectors/``    ``step_XXXXXXX.npy``: the top-k eigenvectors (n × k)
+- ``checkpoints/``     ``tf.train.Checkpoint`` files and ``state.json``
+- ``tensorboard/``     TensorBoard event files
+- ``density.npz``      final spectral density: grid, density, nodes, weights
+- ``result.json``      status (running/completed/diverged/interrupted),
+                       stop_reason, stop_step, wall_seconds, initial
+                       sharpness, resolved lr, threshold, final flatness
+- ``plots/``           PNG plots
+
+A sweep directory holds one run directory per learning rate
+(``lr_<index>_<eta>``) plus ``sweep.json`` / ``sweep.csv`` (one row per
+point) and its own ``plots/``.
+"""
+from __future__ import annotations
+
+RECIPE = "recipe.yaml"
+ENVIRONMENT = "environment.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+CURVATURE = "curvature.jsonl"
+EIGENVECTORS = "eigenvectors"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+DENSITY = "density.npz"
+RESULT = "result.json"
+PLOTS = "plots"
+SWEEP_JSON = "sweep.json"
+SWEEP_CSV = "sweep.csv"
+
+STATUSES = ("running", "completed", "diverged", "interrupted")
+
+
+def eigenvector_file(step: int) -> str:
+    return f"{EIGENVECTORS}/step_{step:07d}.npy"

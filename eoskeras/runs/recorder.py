@@ -1,0 +1,89 @@
+"""RunRecorder: the Keras callback that writes a run directory as training runs.
+
+Every step's metrics are appended to ``metrics.jsonl``/``metrics.csv`` (every
+``log_every`` steps, plus every step with a test evaluation or a curvature
+measurement); curvature measurements go to ``curvature.jsonl`` with their
+eigenvectors; a checkpoint is written every ``checkpoint_every`` steps. A
+stop request (Ctrl-C, see ``request_stop``) is honoured at the end of the
+current step: a checkpoint is written, then ``fit`` returns.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from eoskeras.runs import layout
+from eoskeras.runs.checkpoint import Checkpointer
+from eoskeras.runs.files import MetricsLog, append_line, atomic_save_npy, dumps
+from eoskeras.training.monitor import SharpnessMonitor
+from eoskeras.training.thresholds import current_learning_rate
+
+METRIC_COLUMNS = ("step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "lambda_max", "threshold",
+                  "sharpness_ratio", "similarity_first", "similarity_prev", "eig_residual", "eig_hvps")
+
+
+class RunRecorder(keras.callbacks.Callback):
+    def __init__(self, run_dir: Path, checkpointer: Checkpointer, monitor: SharpnessMonitor | None, *,
+                 log_every: int = 1, checkpoint_every: int = 50) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.checkpointer, self.monitor = checkpointer, monitor
+        self.log_every, self.checkpoint_every = log_every, checkpoint_every
+        self.metrics = MetricsLog(self.run_dir / layout.METRICS_JSONL, self.run_dir / layout.METRICS_CSV, METRIC_COLUMNS)
+        self.stop_requested = False
+        self._curvature_written = 0
+
+    def request_stop(self) -> None:
+        """Finish the current step, checkpoint, and end training (signal-safe)."""
+        self.stop_requested = True
+
+    def resume_from(self, step: int) -> None:
+        """Forget what was written after the checkpoint at ``step``."""
+        self.metrics.keep_until(step)
+        MetricsLog(self.run_dir / layout.CURVATURE, self.run_dir / ".curvature.csv", ["step"]).keep_until(step)
+        (self.run_dir / ".curvature.csv").unlink(missing_ok=True)
+        self._curvature_written = len(self.monitor.records) if self.monitor else 0
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _flush_curvature(self) -> bool:
+        if self.monitor is None:
+            return False
+        new = self.monitor.records[self._curvature_written:]
+        for record in new:
+            append_line(self.run_dir / layout.CURVATURE, dumps({k: v for k, v in record.items() if k != "_vectors"}))
+            if "_vectors" in record:
+                atomic_save_npy(self.run_dir / layout.eigenvector_file(record["step"]), record["_vectors"].astype(np.float32))
+        self._curvature_written = len(self.monitor.records)
+        return bool(new)
+
+    def on_train_begin(self, logs=None):
+        self._flush_curvature()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = self._step()
+        measured = self._flush_curvature()
+        evaluated = "val_loss" in logs
+        loss = float(logs.get("loss", 0.0))
+        if step % self.log_every == 0 or measured or evaluated or self.model.stop_training or not math.isfinite(loss):
+            row: dict[str, Any] = {"step": step, "lr": current_learning_rate(self.model.optimizer, step - 1)}
+            row.update({k: float(v) for k, v in logs.items() if k in METRIC_COLUMNS})
+            if not measured:
+                # Curvature keys are carried forward in logs; record them only when measured.
+                for key in METRIC_COLUMNS[6:]:
+                    row.pop(key, None)
+            self.metrics.append(row)
+        if self.stop_requested:
+            self.model.stop_training = True
+        if self.stop_requested or step % self.checkpoint_every == 0 or self.model.stop_training:
+            self.checkpointer.save(step)
+
+    def on_train_end(self, logs=None):
+        self._flush_curvature()
+        self.checkpointer.save(self._step())

@@ -1,0 +1,44 @@
+"""Creating, guarding and reopening run directories.
+
+A run directory is never silently overwritten: an existing one is refused
+unless the caller asks to resume it or, explicitly, to replace it.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from eoskeras.runs import layout
+
+
+class RunDirectoryError(Exception):
+    """A run directory cannot be used as asked; the message says why and what to do."""
+
+
+def is_run_directory(path: Path) -> bool:
+    """A run's or a sweep's directory (what eoskeras may replace on request)."""
+    return any((path / name).is_file() for name in (layout.RESULT, layout.RECIPE, layout.SWEEP_JSON))
+
+
+def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Make ``path`` ready for a new run (or check it can be resumed)."""
+    path = Path(path)
+    if resume and overwrite:
+        raise RunDirectoryError("--resume and --overwrite exclude each other")
+    exists = path.exists() and any(path.iterdir()) if path.is_dir() else path.exists()
+    if resume:
+        if not is_run_directory(path):
+            raise RunDirectoryError(f"{path}: nothing to resume (no {layout.RESULT} or {layout.RECIPE} there)")
+        if not (path / layout.CHECKPOINTS / "state.json").is_file():
+            raise RunDirectoryError(f"{path}: the run has no checkpoint yet; start it again with --overwrite")
+        return path
+    if exists:
+        if not overwrite:
+            raise RunDirectoryError(
+                f"{path} already exists; pass --resume to continue that run, --overwrite to replace it, "
+                f"or --out to choose another directory")
+        if not path.is_dir() or not is_run_directory(path):
+            raise RunDirectoryError(f"{path} exists and is not an eoskeras run directory; refusing to delete it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,216 @@
+"""Run a validated recipe: data, model, learning rate, callbacks, run directory.
+
+This module wires the library's layers together and holds no maths.
+
+Example:
+
+```python
+from eoskeras.recipes import load_recipe
+from eoskeras.runs.runner import run_recipe
+result = run_recipe(load_recipe("recipes/quickstart.yaml"), out_dir="runs/quickstart")
+result["status"], result["flatness"]["lambda_max"]
+```
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from eoskeras.curvature.lanczos import lanczos
+from eoskeras.curvature.oracle import HessianOracle
+from eoskeras.data import DataSpec, load_data
+from eoskeras.models import build_model
+from eoskeras.recipes import Recipe, dump_recipe
+from eoskeras.runs import layout, rundir
+from eoskeras.runs.checkpoint import Checkpointer
+from eoskeras.runs.environment import environment_record
+from eoskeras.runs.files import atomic_write_json, atomic_write_text
+from eoskeras.runs.recorder import RunRecorder
+from eoskeras.training.flatness_report import FlatnessReport
+from eoskeras.training.full_batch import FullBatchModel
+from eoskeras.training.monitor import SharpnessMonitor, curvature_operator
+from eoskeras.training.optimizers import make_optimizer
+from eoskeras.training.stopping import StopConditions
+from eoskeras.training.thresholds import stability_threshold, threshold_learning_rate
+
+ProgressFactory = Callable[[int, int], keras.callbacks.Callback]
+
+
+@dataclass
+class Prepared:
+    """Everything built from a recipe before training starts."""
+
+    recipe: Recipe
+    data: Any
+    network: keras.Model
+    model: FullBatchModel
+    hessian: tuple[np.ndarray, np.ndarray]
+
+
+def _data(recipe: Recipe):
+    d = recipe.data
+    return load_data(DataSpec(dataset=d.dataset, train_size=d.train_size, test_size=d.test_size, subset=d.subset,
+                              preprocessing=d.preprocessing, flatten=d.flatten, labels=d.labels, dtype=d.dtype,
+                              data_dir=d.data_dir, download=d.download))
+
+
+def _optimizer(recipe: Recipe, lr: float) -> keras.optimizers.Optimizer:
+    o = recipe.optimizer
+    hyper = {"momentum": o.momentum, "beta_1": o.beta_1, "epsilon": o.epsilon, "clip_value": o.clip_value,
+             "clip_mode": o.clip_mode}
+    # RMSProp's decay is the recipe's beta_2 (optax's naming), Keras's rho.
+    hyper["rho" if "rmsprop" in o.name else "beta_2"] = o.beta_2
+    return make_optimizer(o.name, lr, warmup_steps=o.warmup_steps, **{k: v for k, v in hyper.items() if v is not None})
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    keras.utils.set_random_seed(recipe.seed)
+    data = _data(recipe)
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(recipe.data.dtype)  # the model computes in the data's dtype
+    try:
+        network = build_model(recipe.model.name, data.input_shape, data.num_classes, seed=recipe.seed,
+                              **dict(recipe.model.options))
+    finally:
+        keras.config.set_dtype_policy(policy)
+    model = FullBatchModel(network, loss=recipe.loss, physical_batch_size=recipe.training.physical_batch_size)
+    n = recipe.curvature.hessian_size
+    return Prepared(recipe, data, network, model, (data.x_train[:n], data.y_train[:n]))
+
+
+def _oracle(p: Prepared) -> HessianOracle:
+    c = p.recipe.curvature
+    return HessianOracle(p.network, p.recipe.loss, *p.hessian, micro_batch_size=c.micro_batch_size,
+                         bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode)
+
+
+def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
+    """The absolute step size, and the initial sharpness it was resolved from.
+
+    For adaptive optimisers the sharpness is the preconditioned one, with the
+    preconditioner of the first step.
+    """
+    o = p.recipe.optimizer
+    probe = _optimizer(p.recipe, o.lr or 1.0)
+    probe.build(p.network.trainable_variables)
+    op, preconditioned = curvature_operator(_oracle(p), probe)
+    spectrum = lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed)
+    sharpness = spectrum.lambda_max
+    lr = o.lr if o.lr is not None else o.lr_relative * threshold_learning_rate(
+        o.name, sharpness, momentum=o.momentum or 0.0, beta_1=o.beta_1 or 0.0)
+    return {"lr": float(lr), "lr_relative": o.lr_relative, "initial_sharpness": sharpness,
+            "initial_sharpness_preconditioned": preconditioned, "initial_sharpness_hvps": spectrum.num_hvps}
+
+
+def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, StopConditions, FlatnessReport | None]:
+    r = p.recipe
+    c, s, f = r.curvature, r.training.stop, r.flatness
+    monitor = None
+    if c.enabled:
+        monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol,
+                                   bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode,
+                                   micro_batch_size=c.micro_batch_size, seed=r.seed, max_hvps=c.max_iterations)
+    stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
+                          max_steps=r.training.max_steps, divergence_factor=s.divergence_factor)
+    flatness = None
+    if f.enabled:
+        flatness = FlatnessReport(*p.hessian, p.data.x_test, p.data.y_test, loss=r.loss, top_k=c.top_k,
+                                  trace_hvps=f.trace_samples, rho=f.rho, noise_sigma=f.noise_sigma,
+                                  noise_samples=f.noise_samples,
+                                  density_steps=f.density_lanczos_steps if f.density else 0,
+                                  bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode,
+                                  micro_batch_size=c.micro_batch_size, seed=r.seed)
+    return monitor, stop, flatness
+
+
+def _train_data(p: Prepared, start_step: int) -> tf.data.Dataset:
+    """One element per optimiser step: the full batch, or SGD's mini-batch of
+    that step (a fixed per-epoch permutation from the seed, so a resumed run
+    sees the same batches)."""
+    x, y = p.data.x_train, p.data.y_train
+    batch = p.recipe.training.batch_size
+    if batch is None or batch >= len(x):
+        return tf.data.Dataset.from_tensors((x, y)).repeat()
+    per_epoch = len(x) // batch
+    steps = p.recipe.training.max_steps
+    epochs = [np.random.default_rng([p.recipe.seed, e]).permutation(len(x))[: per_epoch * batch]
+              for e in range(start_step // per_epoch, math.ceil(steps / per_epoch) + 1)]
+    order = np.concatenate(epochs).reshape(-1, batch)[start_step % per_epoch:]
+    xs, ys = tf.constant(x), tf.constant(y)
+    return tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+               progress: ProgressFactory | None = None, checkpoint_every: int | None = None,
+               deterministic: bool = True) -> dict[str, Any]:
+    """Train ``recipe`` into a run directory and return its ``result.json`` record."""
+    run_dir = rundir.prepare(Path(out_dir or recipe.output.dir), resume=resume, overwrite=overwrite)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    p = prepare(recipe)
+    result_path = run_dir / layout.RESULT
+    if resume:
+        result = read_json(result_path)
+    else:
+        atomic_write_json(run_dir / layout.ENVIRONMENT, environment_record(
+            seed=recipe.seed, strategy=recipe.strategy, replicas=1, deterministic=deterministic))
+        result = {"status": "running", "name": recipe.name, "optimizer": recipe.optimizer.name,
+                  **resolve_learning_rate(p)}
+        atomic_write_text(run_dir / layout.RECIPE,
+                          f"# resolved learning rate: {result['lr']:.6g} "
+                          f"(initial sharpness {result['initial_sharpness']:.6g})\n" + dump_recipe(recipe))
+        atomic_write_json(result_path, result)
+    optimizer = _optimizer(recipe, result["lr"])
+    p.model.compile(optimizer=optimizer)
+    optimizer.build(p.network.trainable_variables)
+    monitor, stop, flatness = _callbacks(p, run_dir)
+    checkpointer = Checkpointer(run_dir, p.network, optimizer, monitor, stop)
+    recorder = RunRecorder(run_dir, checkpointer, monitor, log_every=recipe.training.log_every,
+                           checkpoint_every=checkpoint_every or max(recipe.curvature.every, 10))
+    start = 0
+    if resume:
+        start = checkpointer.restore()["step"]
+        recorder.resume_from(start)
+    steps = recipe.training.max_steps
+    callbacks: list[keras.callbacks.Callback] = [c for c in (monitor, stop) if c is not None]
+    callbacks += [recorder, keras.callbacks.TensorBoard(str(run_dir / layout.TENSORBOARD), write_graph=False)]
+    if progress is not None:
+        callbacks.append(progress(steps, start))
+    test = (p.data.x_test, p.data.y_test)
+    began = time.perf_counter()
+    previous = signal.signal(signal.SIGINT, lambda *_: (recorder.request_stop(), signal.signal(signal.SIGINT, previous)))
+    try:
+        if start < steps and stop.reason is None:
+            p.model.fit(_train_data(p, start), epochs=steps, initial_epoch=start, steps_per_epoch=1,
+                        validation_data=tf.data.Dataset.from_tensors(test),
+                        validation_freq=recipe.training.eval_test_every, callbacks=callbacks, verbose=0, shuffle=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    interrupted = recorder.stop_requested
+    measure_flatness = flatness is not None and not interrupted and not stop.diverged
+    result.update(
+        status="interrupted" if interrupted else ("diverged" if stop.diverged else "completed"),
+        stop_reason="interrupted by the user (resume with --resume)" if interrupted else stop.reason,
+        stop_step=int(optimizer.iterations.numpy()),
+        wall_seconds=result.get("wall_seconds", 0.0) + time.perf_counter() - began,
+        threshold=stability_threshold(optimizer),
+        flatness=flatness.measure(p.model) if measure_flatness else None,
+    )
+    if measure_flatness and flatness.density is not None:
+        d = flatness.density
+        np.savez(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
+    atomic_write_json(result_path, result)
+    return result
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
