@@ -285,3 +285,60 @@ def test_reports_do_not_import_tensorflow():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------ live progress
+def fake_training(progress, steps: int, total: int) -> None:
+    """What model.fit does to a callback, with logs like the SharpnessMonitor's."""
+    progress.set_params({"epochs": total, "steps": 1, "verbose": 0})
+    progress.on_train_begin()
+    for epoch in range(steps):
+        logs = {"loss": 1.0 / (epoch + 1), "accuracy": np.float32(0.5 + epoch / 20)}
+        if epoch % 2 == 0:
+            logs.update(val_loss=1.1 / (epoch + 1), val_accuracy=0.4 + epoch / 25)
+        if epoch >= 1:  # curvature carried forward from step 1 on
+            logs.update(lambda_max=19.5 + epoch, threshold=20.0, sharpness_ratio=(19.5 + epoch) / 20,
+                        similarity_first=0.9, curvature_step=1.0)
+        progress.on_epoch_end(epoch, logs)
+    progress.on_train_end()
+
+
+def live_console(terminal: bool) -> Console:
+    return Console(file=io.StringIO(), force_terminal=terminal, width=120, color_system=None)
+
+
+def test_live_progress_on_a_terminal():
+    from eoskeras.reports.live import RichProgress
+    console = live_console(terminal=True)
+    progress = RichProgress(total_steps=10, initial_step=3, console=console, refresh_per_second=20)
+    fake_training(progress, steps=4, total=10)
+    out = console.file.getvalue()
+    assert not progress.active and progress.step == 7
+    for expected in ("7/10", "λ_max / threshold", "22.5", "1.125", "similarity to first", "65.00 %", "48.00 %",
+                     "curvature measured at step 1"):
+        assert expected in out, expected
+
+
+def test_live_progress_prints_plain_lines_when_not_a_terminal():
+    from eoskeras.reports.live import RichProgress
+    console = live_console(terminal=False)
+    progress = RichProgress(total_steps=9, console=console, plain_every=3)
+    fake_training(progress, steps=7, total=9)  # stops early (e.g. a stop condition)
+    lines = console.file.getvalue().splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["step 3/9", "step 6/9", "step 7/9"]
+    assert "loss 0.1429" in lines[-1] and "λ_max 25.5" in lines[-1] and "λ_max / threshold 1.275" in lines[-1]
+    assert "val accuracy 64.00 %" in lines[-1]  # the latest evaluation, carried to steps without one
+    assert "\x1b[" not in console.file.getvalue()
+
+
+def test_live_progress_stops_its_display_when_training_raises():
+    from eoskeras.reports.live import RichProgress
+    console = live_console(terminal=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        with RichProgress(total_steps=5, console=console) as progress:
+            progress.on_train_begin()
+            progress.on_epoch_end(0, {"loss": math.nan})
+            assert progress.active
+            raise RuntimeError("boom")  # Keras would skip on_train_end here
+    assert not progress.active
+    assert "diverged" in console.file.getvalue()
