@@ -3,6 +3,7 @@ the runner writes them (eoskeras.runs.layout), including a diverged run with
 NaN/Infinity values and a truncated final line."""
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -19,7 +20,8 @@ from rich.console import Console
 
 from eoskeras.reports.formatting import fmt, fmt_pm, fmt_seconds
 from eoskeras.reports.plots import plot_run, plot_sweep
-from eoskeras.reports.rundata import ReportError, load_run, load_sweep, threshold_crossings
+from eoskeras.reports.rundata import ReportError, load_run, threshold_crossings
+from eoskeras.reports.sweepdata import load_sweep
 from eoskeras.reports.terminal import render_run, render_sweep, run_summary
 from eoskeras.runs import layout
 
@@ -184,6 +186,21 @@ def test_resumed_run_keeps_the_latest_row_of_a_repeated_step(tmp_path):
     assert any("repeat a step" in w for w in run.warnings)
 
 
+def test_interrupted_sweep_is_read_from_its_csv(tmp_path):
+    sweep_dir = make_sweep(tmp_path / "sweep")
+    points = json.loads((sweep_dir / layout.SWEEP_JSON).read_text())["points"]
+    with open(sweep_dir / layout.SWEEP_CSV, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(points[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in p.items()} for p in points)
+    from_json = load_sweep(sweep_dir)
+    (sweep_dir / layout.SWEEP_JSON).unlink()
+    from_csv = load_sweep(sweep_dir)
+    assert from_csv.points == from_json.points and from_csv.recipe == "mnist-sweep"
+    assert from_csv.points[0].threshold == pytest.approx(200.0) and from_csv.points[-1].steps == 12
+    assert from_csv.warnings and not from_json.warnings
+
+
 def test_threshold_crossings():
     steps = np.arange(0, 110, 10)
     crossings = threshold_crossings(steps, np.array(RATIOS))
@@ -229,6 +246,24 @@ def test_plot_sweep(tmp_path):
     paths = plot_sweep(sweep_dir)
     assert all(p.parent == sweep_dir / layout.PLOTS for p in paths)
     assert_pngs(paths, {"test_accuracy.png", "sharpness.png", "trace.png", "similarity.png"})
+
+
+def edge_markers(ax, label: str) -> list[float]:
+    return [x for line in ax.lines if line.get_label() == label for x in line.get_xdata()]
+
+
+def test_non_finite_and_missing_values_are_marked_not_dropped(tmp_path):
+    import matplotlib.pyplot as plt
+    from eoskeras.reports.plots import _line, _sweep_panel
+    run = load_run(make_diverged_run(tmp_path / "run"))
+    sweep = load_sweep(make_sweep(tmp_path / "sweep"))
+    fig, (loss_ax, trace_ax) = plt.subplots(1, 2)
+    _line(loss_ax, run.metrics, "loss", label="train")
+    _sweep_panel(trace_ax, sweep, "trace", "trace", 1.0, True)
+    assert edge_markers(loss_ax, "non-finite (NaN/inf)") == [6, 7]
+    assert edge_markers(trace_ax, "diverged (no value)") == [0.0655]
+    assert edge_markers(trace_ax, "not measured") == [0.016]
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------ terminal

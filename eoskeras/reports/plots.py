@@ -24,7 +24,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from eoskeras.reports.rundata import Columns, RunData, SweepData, load_run, load_sweep  # noqa: E402
+from eoskeras.reports.rundata import Columns, RunData, load_run  # noqa: E402
+from eoskeras.reports.sweepdata import SweepData, load_sweep  # noqa: E402
 from eoskeras.runs import layout  # noqa: E402
 
 STEP_LABEL = "step (optimizer updates)"

@@ -1,4 +1,4 @@
-"""Load a run or sweep directory (see ``eoskeras.runs.layout``) into typed data.
+"""Load a run directory (see ``eoskeras.runs.layout``) into typed data.
 
 Everything here reads files only — no TensorFlow — and is lenient: missing
 optional files, a truncated final JSONL line (a crash mid-write) or a corrupt
@@ -15,7 +15,6 @@ threshold_crossings(run.curvature["step"], run.curvature["sharpness_ratio"]).up
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -150,34 +149,6 @@ class Crossings:
     starts_above: bool  # the first measurement was already at or above the threshold
 
 
-@dataclass(frozen=True)
-class SweepPoint:
-    """One learning rate of a sweep; ``threshold`` comes from its result.json."""
-
-    lr: float | None
-    lr_relative: float | None
-    eta_lambda0_over_2: float | None
-    run_dir: str
-    status: str
-    stop_reason: str | None
-    steps: int | None
-    final_sharpness: float | None
-    trace: float | None
-    similarity_start_end: float | None
-    train_accuracy: float | None
-    test_accuracy: float | None
-    threshold: float | None = None
-
-
-@dataclass
-class SweepData:
-    path: Path
-    recipe: str
-    points: list[SweepPoint]
-    info: RecipeInfo
-    warnings: list[str]
-
-
 def read_jsonl(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
     """The JSON objects of ``path``; unparsable lines are skipped with a warning.
 
@@ -246,7 +217,8 @@ def nonfinite_warning(rows: list[dict[str, Any]], name: str) -> str | None:
     return f"{name}: non-finite values from step {bad[0][0]} on ({', '.join(keys)}; {rows_hit} rows)"
 
 
-def _read_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
+def read_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None (with a warning if it exists) when unreadable."""
     if not path.is_file():
         return None
     try:
@@ -262,7 +234,7 @@ def _read_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
 
 def load_result(run_dir: Path, warnings: list[str]) -> Result:
     """``result.json`` of ``run_dir`` (a default "unknown" Result when absent)."""
-    data = _read_json(run_dir / layout.RESULT, warnings)
+    data = read_json(run_dir / layout.RESULT, warnings)
     if data is None:
         return Result()
     number = {k: as_float(data.get(k)) for k in
@@ -357,7 +329,7 @@ def load_run(run_dir: str | Path) -> RunData:
     result = load_result(path, warnings)
     if result.status == "unknown":
         warnings.append(f"{layout.RESULT}: missing or unreadable; the run may still be running or have crashed")
-    environment = _read_json(path / layout.ENVIRONMENT, warnings) or {}
+    environment = read_json(path / layout.ENVIRONMENT, warnings) or {}
     return RunData(path=path, metrics=to_columns(metric_rows), curvature=to_columns(curvature_rows),
                    eigenvalues=_eigenvalue_matrix(curvature_rows), result=result,
                    recipe=load_recipe(path, warnings), environment=environment,
@@ -394,53 +366,3 @@ def environment_summary(environment: dict[str, Any]) -> str:
         if environment.get(key) is not None:
             parts.append(f"{key} {environment[key]}")
     return " · ".join(p for p in parts if p) or "—"
-
-
-def _csv_value(text: str) -> Any:
-    if text == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _sweep_rows(path: Path, warnings: list[str]) -> tuple[str | None, list[dict[str, Any]]]:
-    data = _read_json(path / layout.SWEEP_JSON, warnings)
-    if data is not None:
-        points = data.get("points")
-        return data.get("recipe"), [p for p in points if isinstance(p, dict)] if isinstance(points, list) else []
-    if (path / layout.SWEEP_CSV).is_file():
-        # sweep.json is written last; an interrupted sweep may only have the CSV.
-        warnings.append(f"{layout.SWEEP_JSON}: missing or unreadable; read {layout.SWEEP_CSV}")
-        with open(path / layout.SWEEP_CSV, newline="", encoding="utf-8") as handle:
-            return None, [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    raise ReportError(f"{path}: not a sweep directory (neither {layout.SWEEP_JSON} nor {layout.SWEEP_CSV})")
-
-
-def load_sweep(sweep_dir: str | Path) -> SweepData:
-    """Read a sweep directory and each point's threshold and recipe.
-
-    Example: ``sweep = load_sweep("runs/sweep"); [p.test_accuracy for p in sweep.points]``.
-    """
-    path = Path(sweep_dir)
-    if not path.is_dir():
-        raise ReportError(f"{path}: not a directory")
-    warnings: list[str] = []
-    recipe_name, rows = _sweep_rows(path, warnings)
-    points, recipe = [], {}
-    for row in rows:
-        run_dir = str(row.get("run_dir") or "")
-        result = load_result(path / run_dir, []) if run_dir else Result()
-        recipe = recipe or (load_recipe(path / run_dir, []) if run_dir else {})
-        steps = as_float(row.get("steps"))
-        numeric = {k: as_float(row.get(k)) for k in ("lr", "lr_relative", "eta_lambda0_over_2", "final_sharpness",
-                                                      "trace", "similarity_start_end", "train_accuracy",
-                                                      "test_accuracy")}
-        points.append(SweepPoint(run_dir=run_dir, status=str(row.get("status") or "unknown"),
-                                 stop_reason=row.get("stop_reason"),
-                                 steps=int(steps) if steps is not None and math.isfinite(steps) else None,
-                                 threshold=result.threshold, **numeric))
-    points.sort(key=lambda p: p.lr if p.lr is not None else math.inf)
-    info = describe_recipe({**recipe, "name": recipe_name or recipe.get("name")})
-    return SweepData(path=path, recipe=info.name, points=points, info=info, warnings=warnings)

@@ -22,8 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from eoskeras.reports.formatting import MISSING, as_float, fmt, fmt_pm, fmt_seconds, styled
-from eoskeras.reports.rundata import (RunData, SweepData, environment_summary, load_run, load_sweep,
-                                      threshold_crossings)
+from eoskeras.reports.rundata import RunData, environment_summary, load_run, threshold_crossings
+from eoskeras.reports.sweepdata import SweepData, load_sweep
 
 STATUS_STYLES = {"completed": "green", "diverged": "bold red", "interrupted": "yellow", "running": "cyan"}
 MAX_LISTED_STEPS = 8
