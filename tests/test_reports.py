@@ -295,6 +295,19 @@ def test_render_run_of_a_diverged_run_marks_it(tmp_path):
     assert not BARE_NAN.search(text.replace("diverged: training loss is nan", ""))
 
 
+def test_render_run_without_a_final_evaluation_uses_the_last_logged_values(tmp_path):
+    run_dir = make_completed_run(tmp_path / "run")
+    result = json.loads((run_dir / layout.RESULT).read_text())
+    result.update(status="interrupted", stop_reason="interrupted by the user", stop_step=101, flatness=None)
+    (run_dir / layout.RESULT).write_text(json.dumps(result))
+    with open(run_dir / layout.METRICS_JSONL, "a") as handle:
+        handle.write(json.dumps({"step": 101, "loss": 0.02, "accuracy": 0.995}) + "\n")
+    text = report_text(render_run, run_dir)
+    assert "last logged values (step 101; test at step 100)" in text
+    assert cells(text, "accuracy") == ["99.50 %", "90.00 %", "9.50 %"]
+    assert "No final flatness measurement (status interrupted)" in text
+
+
 def test_render_sweep_highlights_the_best_test_accuracy(tmp_path):
     text = report_text(render_sweep, make_sweep(tmp_path / "sweep"))
     assert cells(text, "★") == ["0.0256", "0.512", "74.22", "150", "0.775", "99.00 %", "86.42 %", "500", "completed"]

@@ -61,11 +61,12 @@ class Columns:
             return np.zeros(self.length, dtype=bool)
         return self.present[key] & ~np.isfinite(self.values[key])
 
-    def latest(self, key: str) -> float | None:
-        """The value of the last row holding the key (may be NaN), or None."""
+    def latest(self, key: str, column: str | None = None) -> float | None:
+        """The value of the last row holding ``key`` (may be NaN), or None;
+        with ``column``, that row's value of ``column`` (e.g. its "step")."""
         if not self.has(key):
             return None
-        return float(self.values[key][np.flatnonzero(self.present[key])[-1]])
+        return float(self[column or key][np.flatnonzero(self.present[key])[-1]])
 
 
 @dataclass(frozen=True)

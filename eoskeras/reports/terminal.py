@@ -62,7 +62,7 @@ def _lr_text(run: RunData) -> str:
     if r.lr_relative is not None:
         return (f"η = {fmt(lr)} = {fmt(r.lr_relative, '.3g')} × the threshold step size of the initial "
                 f"sharpness λ₀ = {fmt(r.initial_sharpness)}")
-    return f"η = {fmt(lr)} (given in the recipe; initial sharpness λ₀ = {fmt(r.initial_sharpness)})"
+    return f"η = {fmt(lr)}" + (" (set in the recipe)" if lr is not None else "")
 
 
 def _header(run: RunData) -> Panel:
@@ -82,17 +82,23 @@ def _header(run: RunData) -> Panel:
     return Panel(grid, title=Text(title, style="bold"), title_align="left")
 
 
-def _accuracy_table(run: RunData) -> Group:
+def _accuracy_table(run: RunData) -> Group | Text:
     """Train/test loss and accuracy with their gaps: the final evaluation, else the last logged step."""
     flat = run.result.flatness
     if flat is not None:
         source = "final evaluation"
         values = {k: flat.get(k) for k in ("train_loss", "test_loss", "loss_gap",
                                            "train_accuracy", "test_accuracy", "accuracy_gap")}
+    elif not len(run.metrics):
+        return Text("No metrics logged.", style="dim")
     else:
         m = run.metrics
-        last = m.latest("step")
-        source = f"last logged values (step {fmt(last, '.0f')})"
+        last, last_test = m.latest("step"), m.latest("val_accuracy", "step")
+        source = f"last logged values (step {fmt(last, '.0f')}"
+        if last_test is not None and last_test != last:
+            # test values are logged only on evaluated steps: say which one the gaps use
+            source += f"; test at step {fmt(last_test, '.0f')}"
+        source += ")"
         values = {"train_loss": m.latest("loss"), "test_loss": m.latest("val_loss"),
                   "train_accuracy": m.latest("accuracy"), "test_accuracy": m.latest("val_accuracy")}
         values["loss_gap"] = _difference(values["test_loss"], values["train_loss"])
@@ -126,12 +132,12 @@ def _flatness(run: RunData) -> Group | Text:
     residuals = flat.get("eig_residuals") or []
     eigenvalues = flat.get("eigenvalues") or []
     ratio_note = f"threshold {fmt(flat.get('threshold'))}"
-    if run.preconditioned:
+    if run.preconditioned and flat.get("threshold") is not None:
         # the final report measures the plain Hessian; adaptive thresholds apply to P⁻¹H
         ratio_note += " (plain Hessian vs a threshold meant for P⁻¹H)"
     rows = [
         ("λ_max", fmt(flat.get("lambda_max")), f"relative residual {fmt(residuals[0] if residuals else None, '.1e')}"),
-        (f"top-{len(eigenvalues)}", ", ".join(fmt(e, ".4g") for e in eigenvalues) or MISSING, "descending"),
+        (f"top-{len(eigenvalues) or 'k'}", ", ".join(fmt(e, ".4g") for e in eigenvalues) or MISSING, "descending"),
         ("trace", fmt_pm(flat.get("trace"), flat.get("trace_stderr")), "Hutch++ (± stderr)"),
         ("ρ-sharpness", fmt(flat.get("rho_sharpness")), f"SAM loss increase, ρ = {fmt(flat.get('rho'))}"),
         ("noise sharpness", fmt_pm(flat.get("noise_sharpness"), flat.get("noise_sharpness_stderr")),
