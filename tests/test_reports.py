@@ -47,7 +47,10 @@ def write_recipe(run: Path, name: str) -> None:
               "loss": "mse", "optimizer": {"name": "gd", "lr": None, "lr_relative": 1.5}}
     (run / layout.RECIPE).write_text(yaml.safe_dump(recipe))
     (run / layout.ENVIRONMENT).write_text(json.dumps(
-        {"versions": {"tensorflow": "2.21.0", "keras": "3.15.0"}, "devices": [{"name": "CPU:0"}], "seed": 0}))
+        {"python": "3.11.9", "platform": "Linux", "packages": {"eoskeras": "0.1.0", "tensorflow": "2.21.0",
+                                                               "keras": "3.15.0", "numpy": None},
+         "devices": ["/device:CPU:0", "/device:GPU:0"], "strategy": "default", "replicas": 1, "seed": 0,
+         "command": ["eoskeras", "run"]}))
 
 
 def make_completed_run(run: Path) -> Path:
@@ -266,6 +269,19 @@ def test_non_finite_and_missing_values_are_marked_not_dropped(tmp_path):
     plt.close(fig)
 
 
+def test_threshold_line_follows_the_learning_rate_between_measurements(tmp_path):
+    import matplotlib.pyplot as plt
+    from eoskeras.reports.plots import _threshold_line
+    run = load_run(make_completed_run(tmp_path / "run"))
+    fig, ax = plt.subplots()
+    _threshold_line(ax, run)
+    (line,) = [line for line in ax.lines if line.get_label() == "threshold 2/η"]
+    # the warm-up's threshold 40 ends after step 2, not at the next measurement (step 10)
+    assert np.allclose(line.get_ydata(), 2 / run.metrics["lr"]) and list(line.get_ydata()[:4]) == [40, 40, 20, 20]
+    assert edge_markers(ax, "threshold at measurement") == list(range(0, 101, 10))
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------ terminal
 def test_render_run_shows_the_key_numbers(tmp_path):
     text = report_text(render_run, make_completed_run(tmp_path / "run"))
@@ -273,7 +289,8 @@ def test_render_run_shows_the_key_numbers(tmp_path):
                      "reached max_steps=100 (step 100)", "12 min 34 s", "1.5 × the threshold step size",
                      "λ₀ = 13.33", "20.62", "2.5e-05", "20.62, 16.5, 10.3", "123.4 ± 4.6", "0.0123",
                      "0.00456 ± 0.00078", "1.031", "98.76 %", "87.65 %", "11.11 %", "bn_mode batch", "float32",
-                     "1,000 examples", "27,562 parameters", "tensorflow 2.21.0"):
+                     "1,000 examples", "27,562 parameters",
+                     "python 3.11.9, tensorflow 2.21.0, keras 3.15.0 · CPU:0, GPU:0 · strategy default · seed 0"):
         assert expected in text, expected
     assert cells(text, "crossed the threshold upward at") == ["40, 80"]
     assert cells(text, "crossed back downward at") == ["60"]

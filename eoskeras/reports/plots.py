@@ -59,6 +59,8 @@ def _line(ax: Axes, columns: Columns, key: str, scale: float = 1.0, **style) -> 
     """Plot the finite values of ``key`` (times ``scale``) against the step; mark its non-finite ones on top."""
     x, y = columns["step"], scale * columns[key]
     finite = np.isfinite(y) & np.isfinite(x)
+    if finite.sum() == 1:
+        style = {"marker": "o", **style}  # a lone point needs a marker to be seen
     if finite.any():
         ax.plot(x[finite], y[finite], **style)
     _mark_at_edge(ax, x[columns.nonfinite(key)], "top", "non-finite (NaN/inf)", DIVERGED_STYLE)
@@ -99,11 +101,23 @@ def _loss_accuracy(run: RunData, path: Path) -> Path:
 
 
 def _threshold_line(ax: Axes, run: RunData) -> None:
-    c = run.curvature
-    if c.has("threshold"):
-        # the threshold moves with warm-up and schedules: draw the one of each measurement
-        ax.plot(c["step"], c["threshold"], drawstyle="steps-post", color="black", linestyle="--",
-                label="threshold (e.g. 2/η)")
+    """The threshold at each measurement, and between them as it moves with η (warm-up, schedules)."""
+    c, m = run.curvature, run.metrics
+    measured = np.isfinite(c["threshold"])
+    if not measured.any():
+        return
+    steps, thresholds = c["step"][measured], c["threshold"][measured]
+    ax.plot(steps, thresholds, "k_", markersize=12, label="threshold at measurement")
+    logged = np.isfinite(m["lr"]) & (m["lr"] > 0)
+    if logged.sum() < 2:
+        ax.plot(steps, thresholds, drawstyle="steps-post", color="black", linestyle="--", label="threshold")
+        return
+    # threshold × η is the optimizer's constant (2 for GD, 2 + 2β for momentum, ...): the median
+    # over the measurements is immune to the few warm-up steps where the two η differ by one step
+    constant = float(np.median(thresholds * np.interp(steps, m["step"][logged], m["lr"][logged])))
+    # a row's lr is that of the update that led to its step, so it applies from the step before
+    ax.plot(m["step"][logged] - 1, constant / m["lr"][logged], drawstyle="steps-post", color="black",
+            linestyle="--", label=f"threshold {constant:.3g}/η")
 
 
 def _sharpness(run: RunData, path: Path) -> Path:

@@ -354,15 +354,17 @@ def threshold_crossings(steps: np.ndarray, ratio: np.ndarray) -> Crossings:
 
 
 def environment_summary(environment: dict[str, Any]) -> str:
-    """One line: versions and devices, e.g. ``'tensorflow 2.21.0, keras 3.15.0 · GPU:0'``."""
-    versions = environment.get("versions")
-    if not isinstance(versions, dict):
-        versions = {k: environment[k] for k in ("python", "tensorflow", "keras", "numpy") if k in environment}
-    parts = [", ".join(f"{k} {v}" for k, v in versions.items())]
+    """One line from ``environment.json`` (as ``eoskeras.runs.environment`` writes it).
+
+    Example: ``'python 3.11.9, tensorflow 2.21.0, keras 3.15.0 · CPU:0, GPU:0 · strategy default · seed 0'``.
+    """
+    packages = environment.get("packages") if isinstance(environment.get("packages"), dict) else {}
+    versions = {"python": environment.get("python"), **packages}
+    parts = [", ".join(f"{name} {version}" for name, version in versions.items()
+                       if version is not None and name not in ("eoskeras", "tensorflow-datasets"))]
     devices = environment.get("devices")
     if isinstance(devices, list) and devices:
-        names = [(d.get("name") or d.get("device_type") or "?") if isinstance(d, dict) else d for d in devices]
-        parts.append(", ".join(str(n) for n in names))
+        parts.append(", ".join(str(d).removeprefix("/device:") for d in devices))
     for key in ("strategy", "seed"):
         if environment.get(key) is not None:
             parts.append(f"{key} {environment[key]}")
