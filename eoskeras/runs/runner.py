@@ -13,6 +13,7 @@ result["status"], result["flatness"]["lambda_max"]
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -183,16 +184,20 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
     steps = recipe.training.max_steps
     callbacks: list[keras.callbacks.Callback] = [c for c in (monitor, stop) if c is not None]
     callbacks += [recorder, keras.callbacks.TensorBoard(str(run_dir / layout.TENSORBOARD), write_graph=False)]
+    display = progress(steps, start) if progress is not None else contextlib.nullcontext()
     if progress is not None:
-        callbacks.append(progress(steps, start))
+        callbacks.append(display)
     test = (p.data.x_test, p.data.y_test)
     began = time.perf_counter()
     previous = signal.signal(signal.SIGINT, lambda *_: (recorder.request_stop(), signal.signal(signal.SIGINT, previous)))
+    # Keras skips on_train_end when fit raises: the display closes as a context manager.
     try:
-        if start < steps and stop.reason is None:
-            p.model.fit(_train_data(p, start), epochs=steps, initial_epoch=start, steps_per_epoch=1,
-                        validation_data=tf.data.Dataset.from_tensors(test),
-                        validation_freq=recipe.training.eval_test_every, callbacks=callbacks, verbose=0, shuffle=False)
+        with display:
+            if start < steps and stop.reason is None:
+                p.model.fit(_train_data(p, start), epochs=steps, initial_epoch=start, steps_per_epoch=1,
+                            validation_data=tf.data.Dataset.from_tensors(test),
+                            validation_freq=recipe.training.eval_test_every, callbacks=callbacks, verbose=0,
+                            shuffle=False)
     finally:
         signal.signal(signal.SIGINT, previous)
     interrupted = recorder.stop_requested

@@ -1,0 +1,174 @@
+"""The command line end to end: train, report, resume, sweep, spectrum, recipes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eoskeras.cli.main import main
+from eoskeras.runs import layout
+from eoskeras.runs.files import read_jsonl
+
+# A quickstart short enough for tests, with every artifact still produced.
+SHORT = ("--set", "training.max_steps=20", "--set", "curvature.every=5", "--set", "flatness.trace_samples=12",
+         "--set", "flatness.density_lanczos_steps=10", "--set", "flatness.noise_samples=3")
+
+
+def cli(*args: str):
+    # Wide enough that rich tables are not truncated.
+    return CliRunner(env={"COLUMNS": "160"}).invoke(main, list(args), catch_exceptions=False)
+
+
+def eoskeras_process(*args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "eoskeras", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = cli("train", "quickstart", *SHORT, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Flatness at the end of training" in result.output
+    return out
+
+
+def test_train_produces_every_artifact(short_run: Path):
+    for name in (layout.RECIPE, layout.ENVIRONMENT, layout.METRICS_JSONL, layout.METRICS_CSV, layout.CURVATURE,
+                 layout.RESULT, layout.DENSITY, "checkpoints/state.json"):
+        assert (short_run / name).is_file(), name
+    assert sorted(p.name for p in (short_run / layout.PLOTS).glob("*.png")) == [
+        "density.png", "eigenvalues.png", "loss_accuracy.png", "sharpness.png", "similarity.png"]
+    assert list((short_run / layout.TENSORBOARD).rglob("events.out.tfevents.*"))
+    curvature = read_jsonl(short_run / layout.CURVATURE)
+    assert [c["step"] for c in curvature] == [0, 5, 10, 15, 20]
+    assert all((short_run / layout.eigenvector_file(c["step"])).is_file() for c in curvature)
+    result = json.loads((short_run / layout.RESULT).read_text())
+    assert result["status"] == "completed" and result["stop_step"] == 20
+    assert result["lr"] == pytest.approx(1.5 * 2 / result["initial_sharpness"])
+    assert set(result["flatness"]) >= {"lambda_max", "trace", "rho_sharpness", "noise_sharpness", "test_accuracy",
+                                       "accuracy_gap", "hessian"}
+    rows = read_jsonl(short_run / layout.METRICS_JSONL)
+    assert rows[-1]["step"] == 20 and all(r["loss"] > 0 for r in rows)
+    assert (short_run / layout.RECIPE).read_text().startswith("# resolved learning rate: ")
+    env = json.loads((short_run / layout.ENVIRONMENT).read_text())
+    assert env["seed"] == 0 and env["strategy"] == "default" and env["packages"]["tensorflow"]
+
+
+def test_report_rerenders_from_the_files_alone(short_run: Path):
+    for png in (short_run / layout.PLOTS).glob("*.png"):
+        png.unlink()
+    result = cli("report", str(short_run), "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.output)
+    assert summary["status"] == "completed"
+    assert len(list((short_run / layout.PLOTS).glob("*.png"))) == 5
+
+
+def test_an_existing_run_directory_is_never_overwritten(short_run: Path):
+    before = {p: p.stat().st_mtime_ns for p in short_run.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["train", "quickstart", *SHORT, "--out", str(short_run)])
+    assert result.exit_code == 2
+    assert "--resume" in result.output and "--overwrite" in result.output
+    assert {p: p.stat().st_mtime_ns for p in short_run.rglob("*") if p.is_file()} == before
+
+
+def test_spectrum_of_a_run_and_of_the_demo(short_run: Path):
+    result = cli("spectrum", str(short_run), "--top-k", "3", "--trace-hvps", "9", "--json")
+    assert result.exit_code == 0
+    spectrum = json.loads(result.output)
+    flatness = json.loads((short_run / layout.RESULT).read_text())["flatness"]
+    assert spectrum["eigenvalues"][0] == pytest.approx(flatness["lambda_max"], rel=1e-3)
+    demo = cli("spectrum", "--top-k", "2", "--trace-hvps", "6", "--examples", "200")
+    assert demo.exit_code == 0 and "Hessian spectrum: demo network" in demo.output
+
+
+def test_recipes_lists_every_bundled_recipe():
+    result = cli("recipes", "--json")
+    names = {r["name"] for r in json.loads(result.output)}
+    assert {"quickstart", "cifar10_resnet", "cifar10_vgg", "fashion_mnist_mlp", "cifar10_fc_tanh_mse",
+            "cifar10_clipped_adam", "mnist5k_sgd"} <= names
+    assert all("error" not in r for r in json.loads(result.output))
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "report", "spectrum", "recipes"])
+def test_help_has_examples_or_usage(command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+    if command in ("train", "sweep"):
+        assert "Examples:" in result.output
+
+
+@pytest.mark.parametrize("args,field", [
+    (("--set", "optimizer.lr_relative=-1"), "optimizer.lr_relative"),
+    (("--set", "training.max_step=5"), "training.max_step"),
+    (("--set", "model.name=resnet99"), "model.name"),
+    (("--set", "curvature.hessian_size=5000"), "curvature.hessian_size"),
+    (("--set", "training.max_steps"), "training.max_steps"),
+])
+def test_malformed_overrides_exit_2_naming_the_field(tmp_path, args, field):
+    result = CliRunner().invoke(main, ["train", "quickstart", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert field in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_recipe_files_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {dataset: mnist5k}\nmodel: {name: fc-tanh}\noptimizer: {lr: 0.1\n")
+    result = CliRunner().invoke(main, ["train", str(bad)])
+    assert result.exit_code == 2 and "bad.yaml" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "missing.yaml" in result.output
+
+
+def wait_for_step(process: subprocess.Popen, step: int) -> list[str]:
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(f"step {step}/"):
+            return lines
+    raise AssertionError("the run ended before step %d:\n%s" % (step, "".join(lines)))
+
+
+def test_ctrl_c_checkpoints_and_resume_reaches_the_uninterrupted_result(tmp_path):
+    args = ("quickstart", "--set", "training.max_steps=60", "--set", "flatness.enabled=false",
+            "--set", "curvature.top_k=2")
+    full = eoskeras_process("train", *args, "--out", str(tmp_path / "full"), "--quiet")
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+    interrupted = eoskeras_process("train", *args, "--out", str(tmp_path / "cut"))
+    wait_for_step(interrupted, 24)
+    interrupted.send_signal(signal.SIGINT)
+    output = interrupted.communicate(timeout=120)[0]
+    assert interrupted.returncode == 130, output
+    result = json.loads((tmp_path / "cut" / layout.RESULT).read_text())
+    assert result["status"] == "interrupted" and result["stop_step"] < 60
+    assert "interrupted" in output  # the partial report
+    resumed = eoskeras_process("train", *args, "--out", str(tmp_path / "cut"), "--resume", "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    for name in (layout.METRICS_JSONL, layout.CURVATURE):
+        a, b = read_jsonl(tmp_path / "full" / name), read_jsonl(tmp_path / "cut" / name)
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+        assert strip(a) == strip(b), name
+
+
+def test_sweep_of_three_rates_with_one_diverging(tmp_path):
+    out = tmp_path / "sweep"
+    result = cli("sweep", "quickstart", "--lr-relative", "0.5,1.5,8", "--jobs", "2", "--out", str(out),
+                 "--set", "training.max_steps=15", "--set", "flatness.trace_samples=9",
+                 "--set", "flatness.density=false", "--set", "curvature.every=5")
+    assert result.exit_code == 0, result.output
+    points = json.loads((out / layout.SWEEP_JSON).read_text())["points"]
+    assert [p["lr_relative"] for p in points] == [0.5, 1.5, 8.0]
+    assert [p["status"] for p in points] == ["completed", "completed", "diverged"]
+    assert "diverged" in points[2]["stop_reason"] and points[2]["steps"] < 15
+    assert points[0]["test_accuracy"] is not None and points[2]["test_accuracy"] is None
+    assert len(list((out / layout.PLOTS).glob("*.png"))) >= 3
+    assert "diverged" in result.output
