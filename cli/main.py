@@ -77,13 +77,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: the recipe's output.dir).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its directory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi_worker", "tpu"]),
+              help="tf.distribute strategy (overrides the recipe's strategy field).")
 @quiet_option
 @json_option
 def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
-          quiet: bool, as_json: bool) -> None:
+          strategy: str | None, quiet: bool, as_json: bool) -> None:
     """Train RECIPE (a YAML file or a bundled recipe name) into a run directory."""
     from eoskeras.cli.commands import run_training
 
+    if strategy:
+        overrides += (f"strategy={strategy}",)
     sys.exit(run_training(load(recipe, overrides), out, resume=resume, overwrite=overwrite,
                           quiet=quiet or as_json, as_json=as_json))
 

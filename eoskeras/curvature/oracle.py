@@ -61,6 +61,10 @@ class HessianOracle:
             (forward-over-reverse).
         jit_compile: compile with XLA (off by default: on CPU it is slower and
             gives wrong HVPs through MaxPool).
+        strategy: a ``tf.distribute`` strategy (default: the current one).
+            Micro-batches are dealt to its replicas and the weighted results
+            summed with an all-reduce; with the same micro-batches every
+            result equals the single-device one.
 
     The loss includes the model's own regularisation losses; dropout and noise
     layers are off (see ``twin.py``).
@@ -78,6 +82,7 @@ class HessianOracle:
         dtype: str = "float32",
         hvp_mode: str = "reverse",
         jit_compile: bool = False,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> None:
         _check_choice("bn_mode", bn_mode, BN_MODES)
         _check_choice("dtype", dtype, DTYPES)
@@ -90,6 +95,7 @@ class HessianOracle:
         self.model = model
         self.bn_mode, self.dtype, self.hvp_mode = bn_mode, dtype, hvp_mode
         self.micro_batch_size, self.num_examples, self.jit_compile = micro_batch_size, n, jit_compile
+        self.strategy = strategy or tf.distribute.get_strategy()
         self._twin = build_twin(model, dtype)
         self._loss_fn = get_loss(loss)
         self._chunks = [
@@ -107,6 +113,7 @@ class HessianOracle:
         hvp = self._hvp_reverse if hvp_mode == "reverse" else self._hvp_forward
         self._hvp_chunk = tf.function(hvp, jit_compile=jit_compile)
         self._grad_chunk = tf.function(self._loss_and_grad, jit_compile=jit_compile)
+        self._replicated_fns: dict[str, Callable] = {}
 
     # ----------------------------------------------------------------- public
     def describe(self) -> dict[str, Any]:
@@ -119,6 +126,7 @@ class HessianOracle:
             "micro_batch_size": self.micro_batch_size,
             "num_params": self.dim,
             "jit_compile": self.jit_compile,
+            "replicas": self.strategy.num_replicas_in_sync,
         }
 
     def weights(self) -> np.ndarray:
@@ -128,26 +136,16 @@ class HessianOracle:
     def hvp(self, v: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         """Hessian of the mean loss times ``v`` (flat float64 in, float64 out)."""
         self.num_hvps += 1
-        trainable, non_trainable = self._point(at)
         v_parts = self._split_for_twin(tf.constant(np.asarray(v, dtype=np.float64), self.dtype))
-        return self._sum_over_chunks(lambda xc, yc, wc: self._hvp_chunk(trainable, non_trainable, v_parts, xc, yc, wc))
+        return self._sum_over_chunks(self._hvp_chunk, *self._point(at), v_parts)
 
     # Solvers in this package call any operator through ``matvec``.
     matvec = hvp
 
     def loss_and_gradient(self, at: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """Mean loss and its gradient (flat float64)."""
-        trainable, non_trainable = self._point(at)
-        total_loss = 0.0
-
-        def chunk(xc, yc, wc):
-            nonlocal total_loss
-            loss, grad = self._grad_chunk(trainable, non_trainable, xc, yc, wc)
-            total_loss += float(loss)
-            return grad
-
-        grad = self._sum_over_chunks(chunk)
-        return total_loss, grad
+        loss, grad = self._sum_over_chunks(self._grad_chunk, *self._point(at))
+        return float(loss), grad
 
     def loss(self, at: np.ndarray | None = None) -> float:
         """Mean loss over the data set."""
@@ -181,12 +179,38 @@ class HessianOracle:
     def _flatten_from_twin(self, parts):
         return tf.concat([tf.reshape(parts[i], [-1]) for i in self._to_original], axis=0)
 
-    def _sum_over_chunks(self, fn: Callable) -> np.ndarray:
+    def _sum_over_chunks(self, chunk_fn: Callable, *args) -> Any:
+        """Sum of ``chunk_fn(*args, x, y, weight)`` over the micro-batches.
+
+        Under a multi-replica strategy the micro-batches are dealt to the
+        replicas a round at a time (a short last round is padded with
+        zero-weight copies) and each round is all-reduced in one tf.function.
+        """
+        replicas = self.strategy.num_replicas_in_sync
         total = None
-        for xc, yc, wc in self._chunks:
-            part = fn(xc, yc, wc)
-            total = part if total is None else total + part
-        return total.numpy().astype(np.float64)
+        for start in range(0, len(self._chunks), replicas):
+            group = self._chunks[start:start + replicas]
+            if replicas == 1:
+                part = chunk_fn(*args, *group[0])
+            else:
+                xc, yc, _ = group[0]
+                group = group + [(xc, yc, tf.zeros((), self.dtype))] * (replicas - len(group))
+                values = self.strategy.experimental_distribute_values_from_function(
+                    lambda context: group[context.replica_id_in_sync_group])
+                part = self._replicated(chunk_fn)(args, values)
+            total = part if total is None else tf.nest.map_structure(tf.add, total, part)
+        return tf.nest.map_structure(lambda t: t.numpy().astype(np.float64), total)
+
+    def _replicated(self, chunk_fn: Callable) -> Callable:
+        key = chunk_fn.__name__
+        if key not in self._replicated_fns:
+            def run(args, chunk):
+                per_replica = self.strategy.run(chunk_fn, args=(*args, *chunk))
+                return tf.nest.map_structure(
+                    lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
+
+            self._replicated_fns[key] = tf.function(run)
+        return self._replicated_fns[key]
 
     def _mean_loss(self, trainable, non_trainable, x, y):
         outputs, _, reg_losses = self._twin.model.stateless_call(

@@ -36,6 +36,7 @@ from eoskeras.runs.checkpoint import Checkpointer
 from eoskeras.runs.environment import environment_record
 from eoskeras.runs.files import atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
+from eoskeras.runs.strategy import make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
 from eoskeras.training.full_batch import FullBatchModel
 from eoskeras.training.monitor import SharpnessMonitor, curvature_operator
@@ -55,6 +56,7 @@ class Prepared:
     network: keras.Model
     model: FullBatchModel
     hessian: tuple[np.ndarray, np.ndarray]
+    strategy: tf.distribute.Strategy
 
 
 def _data(recipe: Recipe):
@@ -74,24 +76,27 @@ def _optimizer(recipe: Recipe, lr: float) -> keras.optimizers.Optimizer:
 
 
 def prepare(recipe: Recipe) -> Prepared:
+    """Data, and the model built in the recipe's strategy scope."""
     keras.utils.set_random_seed(recipe.seed)
     data = _data(recipe)
+    strategy = make_strategy(recipe.strategy)
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(recipe.data.dtype)  # the model computes in the data's dtype
     try:
-        network = build_model(recipe.model.name, data.input_shape, data.num_classes, seed=recipe.seed,
-                              **dict(recipe.model.options))
+        with strategy.scope():
+            network = build_model(recipe.model.name, data.input_shape, data.num_classes, seed=recipe.seed,
+                                  **dict(recipe.model.options))
+            model = FullBatchModel(network, loss=recipe.loss, physical_batch_size=recipe.training.physical_batch_size)
     finally:
         keras.config.set_dtype_policy(policy)
-    model = FullBatchModel(network, loss=recipe.loss, physical_batch_size=recipe.training.physical_batch_size)
     n = recipe.curvature.hessian_size
-    return Prepared(recipe, data, network, model, (data.x_train[:n], data.y_train[:n]))
+    return Prepared(recipe, data, network, model, (data.x_train[:n], data.y_train[:n]), strategy)
 
 
 def _oracle(p: Prepared) -> HessianOracle:
     c = p.recipe.curvature
     return HessianOracle(p.network, p.recipe.loss, *p.hessian, micro_batch_size=c.micro_batch_size,
-                         bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode)
+                         bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode, strategy=p.strategy)
 
 
 def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
@@ -119,7 +124,8 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     if c.enabled:
         monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol,
                                    bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode,
-                                   micro_batch_size=c.micro_batch_size, seed=r.seed, max_hvps=c.max_iterations)
+                                   micro_batch_size=c.micro_batch_size, seed=r.seed, max_hvps=c.max_iterations,
+                                   strategy=p.strategy)
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
                           max_steps=r.training.max_steps, divergence_factor=s.divergence_factor)
     flatness = None
@@ -129,7 +135,7 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
                                   noise_samples=f.noise_samples,
                                   density_steps=f.density_lanczos_steps if f.density else 0,
                                   bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode,
-                                  micro_batch_size=c.micro_batch_size, seed=r.seed)
+                                  micro_batch_size=c.micro_batch_size, seed=r.seed, strategy=p.strategy)
     return monitor, stop, flatness
 
 
@@ -163,16 +169,18 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
         result = read_json(result_path)
     else:
         atomic_write_json(run_dir / layout.ENVIRONMENT, environment_record(
-            seed=recipe.seed, strategy=recipe.strategy, replicas=1, deterministic=deterministic))
+            seed=recipe.seed, strategy=recipe.strategy, replicas=p.strategy.num_replicas_in_sync,
+            deterministic=deterministic))
         result = {"status": "running", "name": recipe.name, "optimizer": recipe.optimizer.name,
                   **resolve_learning_rate(p)}
         atomic_write_text(run_dir / layout.RECIPE,
                           f"# resolved learning rate: {result['lr']:.6g} "
                           f"(initial sharpness {result['initial_sharpness']:.6g})\n" + dump_recipe(recipe))
         atomic_write_json(result_path, result)
-    optimizer = _optimizer(recipe, result["lr"])
-    p.model.compile(optimizer=optimizer)
-    optimizer.build(p.network.trainable_variables)
+    with p.strategy.scope():
+        optimizer = _optimizer(recipe, result["lr"])
+        p.model.compile(optimizer=optimizer)
+        optimizer.build(p.network.trainable_variables)
     monitor, stop, flatness = _callbacks(p, run_dir)
     checkpointer = Checkpointer(run_dir, p.network, optimizer, monitor, stop)
     recorder = RunRecorder(run_dir, checkpointer, monitor, log_every=recipe.training.log_every,

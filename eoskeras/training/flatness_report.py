@@ -39,18 +39,21 @@ class FlatnessReport(keras.callbacks.Callback):
         rho: SAM radius of the ρ-sharpness.
         noise_sigma, noise_samples: Gaussian weight-noise std and draws.
         density_steps: Lanczos steps per SLQ vector (0: no density).
+        strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
     """
 
     def __init__(self, x, y, x_test=None, y_test=None, *, loss: Any = None, top_k: int = 5, tol: float = 1e-4,
                  trace_hvps: int = 99, rho: float = 0.05, noise_sigma: float = 0.01, noise_samples: int = 10,
                  density_steps: int = 0, density_vectors: int = 4, bn_mode: str = "batch", dtype: str = "float32",
-                 hvp_mode: str = "reverse", micro_batch_size: int = 1000, seed: int = 0) -> None:
+                 hvp_mode: str = "reverse", micro_batch_size: int = 1000, seed: int = 0,
+                 strategy=None) -> None:
         super().__init__()
         self.x, self.y, self.x_test, self.y_test, self.loss = x, y, x_test, y_test, loss
         self.top_k, self.tol, self.trace_hvps, self.rho = top_k, tol, trace_hvps, rho
         self.noise_sigma, self.noise_samples = noise_sigma, noise_samples
         self.density_steps, self.density_vectors, self.seed = density_steps, density_vectors, seed
-        self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size)
+        self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size,
+                                   strategy=strategy)
         self.result: dict[str, Any] | None = None
         self.spectrum = None
         self.density: SpectralDensity | None = None

@@ -89,7 +89,13 @@ class FullBatchModel(keras.Model):
         variables = self.trainable_variables
         n = tf.shape(x)[0]
         size = self.physical_batch_size
+        # Under tf.distribute each replica holds a shard of the batch: weights
+        # use the global example count, so the optimizer's all-reduce SUM of
+        # the replicas' gradients is the exact full-batch gradient.
+        replica = tf.distribute.get_replica_context()
         total = tf.cast(n, tf.float32)
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            total = replica.all_reduce(tf.distribute.ReduceOp.SUM, total)
 
         # An explicit while loop: Keras does not run AutoGraph on train_step.
         def body(i, loss_sum, acc_sum, grad_sums):
@@ -107,6 +113,8 @@ class FullBatchModel(keras.Model):
         _, loss_sum, acc_sum, grad_sums = tf.while_loop(
             lambda i, *_: i < num_chunks, body, (tf.constant(0), tf.constant(0.0), tf.constant(0.0), grad_sums)
         )
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            loss_sum, acc_sum = replica.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, acc_sum])
         return loss_sum, acc_sum, grad_sums
 
     def train_step(self, data):
@@ -121,9 +129,8 @@ class FullBatchModel(keras.Model):
     def test_step(self, data):
         x, y = data[0], data[1]
         loss, acc, _ = self.accumulate(x, y, training=False, gradients=False)
-        n = tf.cast(tf.shape(x)[0], tf.float32)
-        self.loss_tracker.update_state(loss, sample_weight=n)
-        self.accuracy_tracker.update_state(acc, sample_weight=n)
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(acc)
         return {m.name: m.result() for m in self.metrics}
 
     def fit_full_batch(self, x, y, steps: int, *, initial_step: int = 0, validation_data=None,

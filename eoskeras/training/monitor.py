@@ -75,17 +75,19 @@ class SharpnessMonitor(keras.callbacks.Callback):
         bn_mode, dtype, hvp_mode, micro_batch_size: as in ``HessianOracle``.
         keep_vectors: keep every measurement's eigenvectors in
             ``vector_history`` (for saving), not only the first and latest.
+        strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
     """
 
     def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
                  bn_mode: str = "batch", dtype: str = "float32", hvp_mode: str = "reverse",
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
-                 keep_vectors: bool = False) -> None:
+                 keep_vectors: bool = False, strategy=None) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
         self.x, self.y, self.loss, self.every = x, y, loss, every
-        self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size)
+        self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size,
+                                   strategy=strategy)
         self.tracker = EigenTracker(top_k, tol=tol, max_hvps=max_hvps, seed=seed)
         self.keep_vectors = keep_vectors
         self.records: list[dict[str, Any]] = []
