@@ -139,3 +139,15 @@ def test_float32_oracle_close_to_float64_reference():
     oracle32 = eoskeras.HessianOracle(model32, "cross_entropy", x.astype(np.float32), y, dtype="float32")
     top32 = eoskeras.lanczos(oracle32, k=3, tol=1e-5, seed=0).eigenvalues
     np.testing.assert_allclose(top32, np.linalg.eigvalsh(reference)[::-1][:3], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,bn_mode", [("cnn_maxpool", "batch"), ("cnn_batchnorm", "batch"),
+                                          ("cnn_groupnorm", "batch"), ("mlp_regularized", "batch")])
+def test_vectorised_block_hvps_equal_single_hvps(name, bn_mode):
+    _, _, _, oracle, _ = setup(name, bn_mode)
+    block = np.random.default_rng(6).standard_normal((oracle.dim, 11))  # > block_size: two passes
+    before = oracle.num_hvps
+    together = oracle.hvp_block(block)
+    assert oracle.num_hvps - before == 11
+    one_by_one = np.stack([oracle.hvp(c) for c in block.T], axis=1)
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-10, atol=1e-12 * np.abs(one_by_one).max())

@@ -43,6 +43,21 @@ class CountingOperator:
         self.count += 1
         return np.asarray(self.op.matvec(v), dtype=np.float64)
 
+    def matmat(self, block: np.ndarray) -> np.ndarray:
+        """H times each column, in one call when the operator can batch them."""
+        return apply_block(self.op, block, self)
+
+
+def apply_block(op, block: np.ndarray, counter: "CountingOperator | None" = None) -> np.ndarray:
+    """``op`` applied to the columns of ``block``: through ``op.matmat`` when
+    it exists (e.g. the oracle's vectorised HVPs), else column by column."""
+    if counter is not None:
+        counter.count += block.shape[1]
+    matmat = getattr(op, "matmat", None)
+    if matmat is not None:
+        return np.asarray(matmat(block), dtype=np.float64)
+    return np.stack([np.asarray(op.matvec(c), dtype=np.float64) for c in block.T], axis=1)
+
 
 def orthonormalize_against(w: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
     """Remove from the columns of ``w`` their components in ``basis`` (columns
@@ -89,6 +104,9 @@ class PreconditionedOperator:
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         return self._scale * self.op.matvec(self._scale * v)
+
+    def matmat(self, block: np.ndarray) -> np.ndarray:
+        return self._scale[:, None] * apply_block(self.op, self._scale[:, None] * block)
 
     def describe(self) -> dict:
         return {**describe_operator(self.op), "preconditioned": True}

@@ -61,6 +61,7 @@ class HessianOracle:
             (forward-over-reverse).
         jit_compile: compile with XLA (off by default: on CPU it is slower and
             gives wrong HVPs through MaxPool).
+        block_size: the most HVPs ``hvp_block`` vectorises in one pass.
         strategy: a ``tf.distribute`` strategy (default: the current one).
             Micro-batches are dealt to its replicas and the weighted results
             summed with an all-reduce; with the same micro-batches every
@@ -83,6 +84,7 @@ class HessianOracle:
         hvp_mode: str = "reverse",
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
+        block_size: int = 8,
     ) -> None:
         _check_choice("bn_mode", bn_mode, BN_MODES)
         _check_choice("dtype", dtype, DTYPES)
@@ -113,7 +115,10 @@ class HessianOracle:
         hvp = self._hvp_reverse if hvp_mode == "reverse" else self._hvp_forward
         self._hvp_chunk = tf.function(hvp, jit_compile=jit_compile)
         self._grad_chunk = tf.function(self._loss_and_grad, jit_compile=jit_compile)
+        self._hvp_block_chunk = tf.function(self._hvp_block_reverse, jit_compile=jit_compile)
         self._replicated_fns: dict[str, Callable] = {}
+        self.block_size = block_size
+        self._pfor_ok = True
 
     # ----------------------------------------------------------------- public
     def describe(self) -> dict[str, Any]:
@@ -139,8 +144,35 @@ class HessianOracle:
         v_parts = self._split_for_twin(tf.constant(np.asarray(v, dtype=np.float64), self.dtype))
         return self._sum_over_chunks(self._hvp_chunk, *self._point(at), v_parts)
 
-    # Solvers in this package call any operator through ``matvec``.
+    # Solvers in this package call any operator through ``matvec`` (and
+    # ``matmat`` for blocks, when the operator has it).
     matvec = hvp
+
+    def hvp_block(self, vectors: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """H V for the columns of ``vectors`` (dim × m), float64.
+
+        In reverse mode the forward pass and the gradient are computed once
+        per micro-batch and the m second backward passes are vectorised
+        (``pfor``), which costs far less than m separate HVPs; columns go
+        ``block_size`` at a time to bound memory. Counts m HVPs.
+        """
+        block = np.asarray(vectors, dtype=np.float64).reshape(self.dim, -1)
+        if self.hvp_mode != "reverse" or not self._pfor_ok:
+            return np.stack([self.hvp(c, at) for c in block.T], axis=1)
+        results = []
+        for start in range(0, block.shape[1], self.block_size):
+            columns = block[:, start:start + self.block_size]
+            v_parts = self._split_for_twin(tf.constant(columns.T, self.dtype), batch=columns.shape[1])
+            try:
+                results.append(self._sum_over_chunks(self._hvp_block_chunk, *self._point(at), v_parts).T)
+            except (ValueError, NotImplementedError, tf.errors.OpError):
+                # An op without a vectorising rule: fall back to one HVP per column.
+                self._pfor_ok = False
+                return self.hvp_block(vectors, at)
+            self.num_hvps += columns.shape[1]
+        return np.hstack(results)
+
+    matmat = hvp_block
 
     def loss_and_gradient(self, at: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """Mean loss and its gradient (flat float64)."""
@@ -172,12 +204,17 @@ class HessianOracle:
             [tf.cast(non_trainable[j].value, self.dtype) for j in self._twin.non_trainable_order],
         )
 
-    def _split_for_twin(self, flat):
-        parts = [tf.reshape(p, s) for p, s in zip(tf.split(flat, self._sizes), self._shapes)]
+    def _split_for_twin(self, flat, batch: int | None = None):
+        """Flat vector(s) -> per-variable parts in the twin's order; with
+        ``batch``, ``flat`` is (batch, dim) and parts get a leading axis."""
+        lead = [] if batch is None else [batch]
+        pieces = tf.split(flat, self._sizes, axis=-1)
+        parts = [tf.reshape(p, lead + list(s)) for p, s in zip(pieces, self._shapes)]
         return [parts[j] for j in self._twin.trainable_order]
 
-    def _flatten_from_twin(self, parts):
-        return tf.concat([tf.reshape(parts[i], [-1]) for i in self._to_original], axis=0)
+    def _flatten_from_twin(self, parts, batch: int | None = None):
+        lead = [-1] if batch is None else [batch, -1]
+        return tf.concat([tf.reshape(parts[i], lead) for i in self._to_original], axis=-1)
 
     def _sum_over_chunks(self, chunk_fn: Callable, *args) -> Any:
         """Sum of ``chunk_fn(*args, x, y, weight)`` over the micro-batches.
@@ -238,6 +275,21 @@ class HessianOracle:
             grad_dot_v = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, v_parts)])
         hv = _dense(outer.gradient(grad_dot_v, trainable), trainable)
         return weight * self._flatten_from_twin(hv)
+
+    def _hvp_block_reverse(self, trainable, non_trainable, v_parts, x, y, weight):
+        batch = tf.shape(v_parts[0])[0]  # dynamic: one trace serves every block width
+        with tf.GradientTape() as outer:
+            outer.watch(trainable)
+            with tf.GradientTape() as inner:
+                inner.watch(trainable)
+                loss = self._mean_loss(trainable, non_trainable, x, y)
+            grads = _dense(inner.gradient(loss, trainable), trainable)
+            # <g, v_i> for every column i at once: shape (batch,).
+            grad_dot_v = tf.add_n([tf.reduce_sum(tf.reshape(g, [1, -1]) * tf.reshape(v, [batch, -1]), axis=1)
+                                   for g, v in zip(grads, v_parts)])
+        jacobian = outer.jacobian(grad_dot_v, trainable, experimental_use_pfor=True,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return weight * self._flatten_from_twin(jacobian, batch)
 
     def _hvp_forward(self, trainable, non_trainable, v_parts, x, y, weight):
         with tf.autodiff.ForwardAccumulator(trainable, v_parts) as acc:

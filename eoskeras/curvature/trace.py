@@ -34,7 +34,7 @@ def _rademacher(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
 
 
 def _quadratic_forms(op: CountingOperator, vectors: np.ndarray) -> np.ndarray:
-    return np.array([vectors[:, i] @ op.matvec(vectors[:, i]) for i in range(vectors.shape[1])])
+    return np.sum(vectors * op.matmat(vectors), axis=0)
 
 
 def _mean_and_stderr(samples: np.ndarray) -> tuple[float, float]:
@@ -65,7 +65,7 @@ def hutchpp_trace(op: SymmetricOperator, num_hvps: int = 99, *, seed: int = 0) -
         raise ValueError(f"num_hvps: got {num_hvps}; allowed: an integer >= 3")
     counter = CountingOperator(op)
     rng = np.random.default_rng(seed)
-    sketch = np.stack([counter.matvec(c) for c in _rademacher(rng, op.dim, m).T], axis=1)
+    sketch = counter.matmat(_rademacher(rng, op.dim, m))
     q, _ = np.linalg.qr(sketch)
     low_rank = float(np.sum(_quadratic_forms(counter, q)))
     g = _rademacher(rng, op.dim, num_hvps - 2 * m)

@@ -28,10 +28,6 @@ from eoskeras.curvature.operators import (
 from eoskeras.curvature.spectrum import Spectrum
 
 
-def _apply(op: CountingOperator, block: np.ndarray) -> np.ndarray:
-    return np.stack([op.matvec(block[:, i]) for i in range(block.shape[1])], axis=1)
-
-
 def track_top_k(
     op: SymmetricOperator,
     k: int,
@@ -62,7 +58,7 @@ def track_top_k(
         start = np.hstack([start, rng.standard_normal((n, k - start.shape[1]))])
     counter = CountingOperator(op)
     basis = orthonormal_columns(start)
-    h_basis = _apply(counter, basis)
+    h_basis = counter.matmat(basis)
     while True:
         t = basis.T @ h_basis
         theta, s = np.linalg.eigh((t + t.T) / 2)
@@ -82,7 +78,7 @@ def track_top_k(
             keep = max(k, max_basis - expansion.shape[1])
             basis, h_basis = basis @ s[:, :keep], h_basis @ s[:, :keep]
         basis = np.hstack([basis, expansion])
-        h_basis = np.hstack([h_basis, _apply(counter, expansion)])
+        h_basis = np.hstack([h_basis, counter.matmat(expansion)])
     return Spectrum(
         eigenvalues=theta[:kk],
         eigenvectors=ritz,
