@@ -23,7 +23,7 @@ from eoskeras.curvature.operators import (
     CountingOperator,
     SymmetricOperator,
     describe_operator,
-    orthonormal_columns,
+    orthonormal_rows,
 )
 from eoskeras.curvature.spectrum import Spectrum
 
@@ -57,34 +57,49 @@ def track_top_k(
     if start.shape[1] < k:
         start = np.hstack([start, rng.standard_normal((n, k - start.shape[1]))])
     counter = CountingOperator(op)
-    basis = orthonormal_columns(start)
-    h_basis = counter.matmat(basis)
+    # Preallocated basis V and H V (vectors as rows) and the projected matrix
+    # T = V H Vᵀ, extended in place: each iteration costs O(n · basis · new).
+    basis, h_basis = np.empty((max_basis, n)), np.empty((max_basis, n))
+    projected = np.zeros((max_basis, max_basis))
+    size = 0
+
+    def extend(new: np.ndarray) -> None:
+        nonlocal size
+        end = size + len(new)
+        basis[size:end], h_basis[size:end] = new, counter.matmat(new.T).T
+        projected[:end, size:end] = basis[:end] @ h_basis[size:end].T
+        projected[size:end, :size] = projected[:size, size:end].T
+        size = end
+
+    extend(orthonormal_rows(start.T)[:max_basis])
     while True:
-        t = basis.T @ h_basis
+        t = projected[:size, :size]
         theta, s = np.linalg.eigh((t + t.T) / 2)
         theta, s = theta[::-1], s[:, ::-1]  # descending: algebraically largest first
         kk = min(k, len(theta))
-        ritz, h_ritz = basis @ s[:, :kk], h_basis @ s[:, :kk]
-        res = np.linalg.norm(h_ritz - ritz * theta[:kk], axis=0)
+        ritz, h_ritz = s[:, :kk].T @ basis[:size], s[:, :kk].T @ h_basis[:size]
+        residuals = h_ritz - theta[:kk, None] * ritz
+        res = np.linalg.norm(residuals, axis=1)
         scale = max(np.abs(theta).max(), 1e-300)
         done = res <= tol * scale
         if (kk == k and done.all()) or counter.count >= max_hvps:
             break
-        expansion = orthonormal_columns(h_ritz[:, ~done] - ritz[:, ~done] * theta[:kk][~done], basis)
-        expansion = expansion[:, : max_hvps - counter.count]
-        if expansion.shape[1] == 0:
+        expansion = orthonormal_rows(residuals[~done], basis[:size])[: max_hvps - counter.count]
+        if len(expansion) == 0:
             break  # the basis is invariant: the Ritz pairs are exact
-        if basis.shape[1] + expansion.shape[1] > max_basis:
-            keep = max(k, max_basis - expansion.shape[1])
-            basis, h_basis = basis @ s[:, :keep], h_basis @ s[:, :keep]
-        basis = np.hstack([basis, expansion])
-        h_basis = np.hstack([h_basis, counter.matmat(expansion)])
+        if size + len(expansion) > max_basis:
+            # Thick restart: keep the leading Ritz vectors, on which T is diagonal.
+            keep = max(k, max_basis - len(expansion))
+            basis[:keep], h_basis[:keep] = s[:, :keep].T @ basis[:size], s[:, :keep].T @ h_basis[:size]
+            projected[:keep, :keep] = np.diag(theta[:keep])
+            size = keep
+        extend(expansion)
     return Spectrum(
         eigenvalues=theta[:kk],
-        eigenvectors=ritz,
+        eigenvectors=ritz.T,
         residuals=res,
         num_hvps=counter.count,
-        converged=bool(kk == k and done.all()) or basis.shape[1] == n,
+        converged=bool(kk == k and done.all()) or size == n,
         tol=tol,
         method="block-krylov" if init is None else "block-krylov-warm",
         scale=float(scale),
