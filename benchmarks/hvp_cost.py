@@ -28,11 +28,15 @@ def networks():
     mlp = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                             keras.layers.Dense(200, activation="tanh"), keras.layers.Dense(200, activation="tanh"),
                             keras.layers.Dense(10)], name="mlp_784_200_200_10")
+    quickstart = eoskeras.build_model("fc-tanh", (28, 28, 1), 10, seed=0, width=64)
+    quickstart.name = "quickstart_fc_tanh_64"
     cnn = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
                             keras.layers.MaxPooling2D(), keras.layers.Conv2D(32, 3, activation="relu"),
                             keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(10)],
                            name="small_cnn")
-    return [mlp, cnn]
+    cnn_bn = eoskeras.build_model("cnn-relu-bn", (28, 28, 1), 10, seed=0, width=16)
+    cnn_bn.name = "cnn_relu_bn_16"
+    return [mlp, quickstart, cnn, cnn_bn]
 
 
 def hvp_vs_gradient(x, y) -> None:
@@ -45,8 +49,12 @@ def hvp_vs_gradient(x, y) -> None:
         for mode, oracle in oracles.items():
             hvp = median_seconds(lambda: oracle.hvp(v))
             rows.append([net.name, net.count_params(), mode, grad, hvp, hvp / grad])
+        block = np.stack([v] * 5, axis=1)
+        per_hvp = median_seconds(lambda: oracles["reverse"].hvp_block(block)) / 5
+        rows.append([net.name, net.count_params(), "block of 5 (per HVP)", grad, per_hvp, per_hvp / grad])
     print_table(f"HVP vs full-batch gradient, {len(x)} examples, float32, micro-batch 1000",
                 ["model", "params", "HVP mode", "gradient s", "HVP s", "HVP / gradient"], rows)
+    return rows
 
 
 def cold_vs_warm(x, y) -> None:

@@ -46,12 +46,12 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Atomic (rename), without fsync: eigenvector files are large and frequent,
+    and a lost one after a power cut costs a plot point, not the run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
