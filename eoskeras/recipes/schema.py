@@ -219,9 +219,9 @@ class CurvatureSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class FlatnessSpec:
-    """Flatness measures at the start and end of training (``flatness``)."""
+    """Flatness measures at the end of training (``flatness``)."""
 
-    enabled: bool = setting(Flag(), "measure flatness at the start and end of training", False)
+    enabled: bool = setting(Flag(), "measure flatness at the end of training", False)
     trace_samples: int = setting(Integer(high=100_000), "Hutchinson probe vectors", 100)
     density: bool = setting(Flag(), "estimate the spectral density (stochastic Lanczos)", False)
     density_lanczos_steps: int = setting(Integer(high=10_000), "Lanczos steps per density probe",
