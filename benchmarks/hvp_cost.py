@@ -42,16 +42,16 @@ def networks():
 def hvp_vs_gradient(x, y) -> None:
     rows = []
     for net in networks():
-        v = np.random.default_rng(0).standard_normal(net.count_params())
         oracles = {mode: eoskeras.HessianOracle(net, "cross_entropy", x, y, hvp_mode=mode)
                    for mode in eoskeras.HVP_MODES}
+        v = np.random.default_rng(0).standard_normal(oracles["reverse"].dim)
         grad = median_seconds(oracles["reverse"].loss_and_gradient)
         for mode, oracle in oracles.items():
             hvp = median_seconds(lambda: oracle.hvp(v))
-            rows.append([net.name, net.count_params(), mode, grad, hvp, hvp / grad])
+            rows.append([net.name, oracles[mode].dim, mode, grad, hvp, hvp / grad])
         block = np.stack([v] * 5, axis=1)
         per_hvp = median_seconds(lambda: oracles["reverse"].hvp_block(block)) / 5
-        rows.append([net.name, net.count_params(), "block of 5 (per HVP)", grad, per_hvp, per_hvp / grad])
+        rows.append([net.name, oracles["reverse"].dim, "block of 5 (per HVP)", grad, per_hvp, per_hvp / grad])
     print_table(f"HVP vs full-batch gradient, {len(x)} examples, float32, micro-batch 1000",
                 ["model", "params", "HVP mode", "gradient s", "HVP s", "HVP / gradient"], rows)
     return rows

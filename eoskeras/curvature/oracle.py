@@ -140,8 +140,11 @@ class HessianOracle:
 
     def hvp(self, v: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         """Hessian of the mean loss times ``v`` (flat float64 in, float64 out)."""
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (self.dim,):
+            raise ValueError(f"v: expected a flat vector of {self.dim} entries (the trainable weights), got shape {v.shape}")
         self.num_hvps += 1
-        v_parts = self._split_for_twin(tf.constant(np.asarray(v, dtype=np.float64), self.dtype))
+        v_parts = self._split_for_twin(tf.constant(v, self.dtype))
         return self._sum_over_chunks(self._hvp_chunk, *self._point(at), v_parts)
 
     # Solvers in this package call any operator through ``matvec`` (and
@@ -156,7 +159,9 @@ class HessianOracle:
         (``pfor``), which costs far less than m separate HVPs; columns go
         ``block_size`` at a time to bound memory. Counts m HVPs.
         """
-        block = np.asarray(vectors, dtype=np.float64).reshape(self.dim, -1)
+        block = np.asarray(vectors, dtype=np.float64)
+        if block.ndim != 2 or block.shape[0] != self.dim:
+            raise ValueError(f"vectors: expected shape ({self.dim}, m), got {block.shape}")
         if self.hvp_mode != "reverse" or not self._pfor_ok:
             return np.stack([self.hvp(c, at) for c in block.T], axis=1)
         results = []
