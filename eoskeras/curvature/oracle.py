@@ -270,13 +270,17 @@ class HessianOracle:
         grads = _dense(tape.gradient(loss, trainable), trainable)
         return weight * loss, weight * self._flatten_from_twin(grads)
 
+    def _gradient(self, trainable, non_trainable, x, y):
+        """The loss gradient, recorded by any tape (or accumulator) around the call."""
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            loss = self._mean_loss(trainable, non_trainable, x, y)
+        return _dense(tape.gradient(loss, trainable), trainable)
+
     def _hvp_reverse(self, trainable, non_trainable, v_parts, x, y, weight):
         with tf.GradientTape() as outer:
             outer.watch(trainable)
-            with tf.GradientTape() as inner:
-                inner.watch(trainable)
-                loss = self._mean_loss(trainable, non_trainable, x, y)
-            grads = _dense(inner.gradient(loss, trainable), trainable)
+            grads = self._gradient(trainable, non_trainable, x, y)
             grad_dot_v = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, v_parts)])
         hv = _dense(outer.gradient(grad_dot_v, trainable), trainable)
         return weight * self._flatten_from_twin(hv)
@@ -285,10 +289,7 @@ class HessianOracle:
         batch = tf.shape(v_parts[0])[0]  # dynamic: one trace serves every block width
         with tf.GradientTape() as outer:
             outer.watch(trainable)
-            with tf.GradientTape() as inner:
-                inner.watch(trainable)
-                loss = self._mean_loss(trainable, non_trainable, x, y)
-            grads = _dense(inner.gradient(loss, trainable), trainable)
+            grads = self._gradient(trainable, non_trainable, x, y)
             # <g, v_i> for every column i at once: shape (batch,).
             grad_dot_v = tf.add_n([tf.reduce_sum(tf.reshape(g, [1, -1]) * tf.reshape(v, [batch, -1]), axis=1)
                                    for g, v in zip(grads, v_parts)])
@@ -298,9 +299,6 @@ class HessianOracle:
 
     def _hvp_forward(self, trainable, non_trainable, v_parts, x, y, weight):
         with tf.autodiff.ForwardAccumulator(trainable, v_parts) as acc:
-            with tf.GradientTape() as tape:
-                tape.watch(trainable)
-                loss = self._mean_loss(trainable, non_trainable, x, y)
-            grads = _dense(tape.gradient(loss, trainable), trainable)
+            grads = self._gradient(trainable, non_trainable, x, y)
         hv = acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return weight * self._flatten_from_twin(hv)
