@@ -46,3 +46,20 @@ def test_builder_hvp_matches_finite_differences(name, float64_policy):
     fd = (grad(w + h * v) - grad(w - h * v)) / (2 * h)
     hv = oracle.hvp(v)
     assert np.linalg.norm(hv - fd) <= 1e-6 * np.linalg.norm(fd), (name, oracle.dim)
+
+
+def test_a_keras_applications_network_gets_exact_hvps(float64_policy):
+    """A stock network built by Keras (nested blocks, BatchNorm, hard-swish,
+    squeeze-excite), not by eoskeras: the twin handles it as it comes."""
+    net = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=3, alpha=0.75,
+                                              minimalistic=True, include_preprocessing=False,
+                                              dropout_rate=0.0)  # so that the stock reference is deterministic
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 32, 32, 3)), rng.integers(0, 3, 4)
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    v = rng.standard_normal(oracle.dim)
+    v /= np.linalg.norm(v)
+    grad = reference_gradient(net, "cross_entropy", x, y, training=True, micro_batch_size=len(x))
+    w, h = oracle.weights(), 1e-6
+    fd = (grad(w + h * v) - grad(w - h * v)) / (2 * h)
+    assert np.linalg.norm(oracle.hvp(v) - fd) <= 1e-6 * np.linalg.norm(fd)
