@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +11,11 @@ from click.testing import CliRunner
 from eoskeras.cli.main import main
 from eoskeras.runs import layout
 from eoskeras.runs.files import read_jsonl
+from clitools import cli, eoskeras_process, trajectory, wait_for_step
 
 # A quickstart short enough for tests, with every artifact still produced.
 SHORT = ("--set", "training.max_steps=20", "--set", "curvature.every=5", "--set", "flatness.trace_samples=12",
          "--set", "flatness.density_lanczos_steps=10", "--set", "flatness.noise_samples=3")
-
-
-def cli(*args: str):
-    # Wide enough that rich tables are not truncated.
-    return CliRunner(env={"COLUMNS": "160"}).invoke(main, list(args), catch_exceptions=False)
-
-
-def eoskeras_process(*args: str, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "eoskeras", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +116,6 @@ def test_malformed_recipe_files_exit_2(tmp_path):
     assert result.exit_code == 2 and "missing.yaml" in result.output
 
 
-def wait_for_step(process: subprocess.Popen, step: int) -> list[str]:
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(f"step {step}/"):
-            return lines
-    raise AssertionError("the run ended before step %d:\n%s" % (step, "".join(lines)))
-
-
 def test_ctrl_c_checkpoints_and_resume_reaches_the_uninterrupted_result(tmp_path):
     args = ("quickstart", "--set", "training.max_steps=60", "--set", "flatness.enabled=false",
             "--set", "curvature.top_k=2")
@@ -153,10 +131,7 @@ def test_ctrl_c_checkpoints_and_resume_reaches_the_uninterrupted_result(tmp_path
     assert "interrupted" in output  # the partial report
     resumed = eoskeras_process("train", *args, "--out", str(tmp_path / "cut"), "--resume", "--quiet")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-    for name in (layout.METRICS_JSONL, layout.CURVATURE):
-        a, b = read_jsonl(tmp_path / "full" / name), read_jsonl(tmp_path / "cut" / name)
-        strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-        assert strip(a) == strip(b), name
+    assert trajectory(tmp_path / "cut") == trajectory(tmp_path / "full")
 
 
 def test_sweep_of_three_rates_with_one_diverging(tmp_path):
