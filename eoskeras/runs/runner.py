@@ -14,7 +14,6 @@ result["status"], result["flatness"]["lambda_max"]
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
@@ -32,7 +31,7 @@ from eoskeras.data import DataSpec, load_data
 from eoskeras.models import build_model
 from eoskeras.recipes import Recipe, dump_recipe
 from eoskeras.runs import layout, rundir
-from eoskeras.runs.checkpoint import Checkpointer
+from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
 from eoskeras.runs.files import atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
@@ -160,7 +159,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
     p = prepare(recipe)
     result_path = run_dir / layout.RESULT
     if resume:
-        result = read_json(result_path)
+        result = read_record(result_path)
     else:
         atomic_write_json(run_dir / layout.ENVIRONMENT, environment_record(
             seed=recipe.seed, strategy=recipe.strategy, replicas=1, deterministic=deterministic))
@@ -215,7 +214,3 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
         np.savez(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
     atomic_write_json(result_path, result)
     return result
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

@@ -1,0 +1,82 @@
+"""Reliability (issue 7): nothing lost under interruption, divergence and bad input.
+
+Every check goes through the real command line: in process with Click's
+CliRunner where that suffices, as a real process where a signal must be sent.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from eoskeras.cli.main import main
+from eoskeras.runs import layout
+from clitools import cli, trajectory, working_directory
+
+# Checkpoints every 10 steps (max(curvature.every, 10)), so 40 steps hold four.
+STEPS = 40
+TRAIN = ("train", "quickstart", "--set", f"training.max_steps={STEPS}", "--set", "flatness.enabled=false",
+         "--set", "curvature.top_k=2")
+
+
+def invoke(*args: str) -> Result:
+    """The command line in process, exceptions caught as a user would see them."""
+    return CliRunner(env={"COLUMNS": "160"}).invoke(main, list(args))
+
+
+def assert_clean_failure(result: Result, code: int, *named: str) -> None:
+    """Exit ``code`` with a message naming each of ``named`` and no traceback."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    for name in named:
+        assert name in result.output, (name, result.output)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run (in process) that interrupted runs must reproduce."""
+    with working_directory(tmp_path_factory.mktemp("reference")) as here:
+        result = cli(*TRAIN, "--out", "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    # Nothing is written outside the run directory.
+    assert [p.name for p in here.iterdir()] == ["run"]
+    return here / "run"
+
+
+# --------------------------------------------------------------- bad run directories
+
+def _write(relative: str, text: str) -> Callable[[Path], None]:
+    return lambda run: (run / relative).write_text(text)
+
+
+def _delete(pattern: str) -> Callable[[Path], None]:
+    return lambda run: [p.unlink() for p in run.glob(pattern)]
+
+
+def _truncate(pattern: str) -> Callable[[Path], None]:
+    return lambda run: [p.write_bytes(p.read_bytes()[:100]) for p in run.glob(pattern)]
+
+
+DAMAGE = {
+    "state-json-garbage": _write("checkpoints/state.json", "garbage"),
+    "state-json-not-an-object": _write("checkpoints/state.json", "[1, 2]"),
+    "state-json-wrong-types": _write("checkpoints/state.json", '{"step": 40, "checkpoint": 7, "stop": []}'),
+    "checkpoint-files-deleted": _delete("checkpoints/ckpt-*"),
+    "checkpoint-data-truncated": _truncate("checkpoints/ckpt-40.data-*"),
+    "callback-state-deleted": _delete("checkpoints/state_*.npz"),
+    "result-json-garbage": _write(layout.RESULT, "{not json"),
+    "result-json-deleted": _delete(layout.RESULT),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_path: Path, damage) -> None:
+    run = shutil.copytree(reference, tmp_path / "run")
+    damage(run)
+    result = invoke(*TRAIN, "--out", str(run), "--resume", "--quiet")
+    assert_clean_failure(result, 1, "cannot resume", "--overwrite")
