@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from eoskeras.cli.main import main
+from eoskeras.recipes import bundled_recipes, load_recipe
 from eoskeras.runs import layout
 from clitools import cli, trajectory, working_directory
 
@@ -80,3 +81,18 @@ def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_p
     damage(run)
     result = invoke(*TRAIN, "--out", str(run), "--resume", "--quiet")
     assert_clean_failure(result, 1, "cannot resume", "--overwrite")
+
+
+# ----------------------------------------------------------------------------- offline
+
+def test_a_run_that_cannot_load_its_data_leaves_no_directory(tmp_path: Path) -> None:
+    from eoskeras.data import DataUnavailableError
+    from eoskeras.runs.runner import run_recipe
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    recipe = load_recipe(bundled_recipes()["cifar10_resnet"], [f"data.data_dir={json.dumps(str(data_dir))}"])
+    with pytest.raises(DataUnavailableError):
+        run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert not any(data_dir.iterdir())  # the data directory is only read

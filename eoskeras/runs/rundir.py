@@ -20,8 +20,8 @@ def is_run_directory(path: Path) -> bool:
     return any((path / name).is_file() for name in (layout.RESULT, layout.RECIPE, layout.SWEEP_JSON))
 
 
-def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Make ``path`` ready for a new run (or check it can be resumed)."""
+def check(path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Raise ``RunDirectoryError`` unless ``prepare`` may use ``path`` as asked; changes nothing."""
     path = Path(path)
     if resume and overwrite:
         raise RunDirectoryError("--resume and --overwrite exclude each other")
@@ -31,7 +31,7 @@ def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Pat
             raise RunDirectoryError(f"{path}: nothing to resume (no {layout.RESULT} or {layout.RECIPE} there)")
         if not (path / layout.CHECKPOINTS / "state.json").is_file():
             raise RunDirectoryError(f"{path}: the run has no checkpoint yet; start it again with --overwrite")
-        return path
+        return
     if exists:
         if not overwrite:
             raise RunDirectoryError(
@@ -39,6 +39,15 @@ def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Pat
                 f"or --out to choose another directory")
         if not path.is_dir() or not is_run_directory(path):
             raise RunDirectoryError(f"{path} exists and is not an eoskeras run directory; refusing to delete it")
+
+
+def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Make ``path`` ready for a new run (or check it can be resumed)."""
+    path = Path(path)
+    check(path, resume=resume, overwrite=overwrite)
+    if resume:
+        return path
+    if overwrite and path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -153,10 +153,13 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
                progress: ProgressFactory | None = None, checkpoint_every: int | None = None,
                deterministic: bool = True) -> dict[str, Any]:
     """Train ``recipe`` into a run directory and return its ``result.json`` record."""
-    run_dir = rundir.prepare(Path(out_dir or recipe.output.dir), resume=resume, overwrite=overwrite)
+    run_dir = Path(out_dir or recipe.output.dir)
+    rundir.check(run_dir, resume=resume, overwrite=overwrite)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    # Data before the directory: a run that cannot load its data leaves nothing behind.
     p = prepare(recipe)
+    rundir.prepare(run_dir, resume=resume, overwrite=overwrite)
     result_path = run_dir / layout.RESULT
     if resume:
         result = read_record(result_path)
