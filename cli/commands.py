@@ -25,7 +25,19 @@ def _report(run_dir: Path, out, plots: bool = True) -> None:
     render_run(run_dir, out)
 
 
+def _require_data(recipe) -> None:
+    """Refuse at once, before TensorFlow is imported, when the recipe's data is not on disk."""
+    from eoskeras.data import DataSpec, DataUnavailableError, check_available
+
+    d = recipe.data
+    try:
+        check_available(DataSpec(dataset=d.dataset, data_dir=d.data_dir, download=d.download))
+    except DataUnavailableError as err:
+        fail(str(err), 1)
+
+
 def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> int:
+    _require_data(recipe)
     from eoskeras.data import DataUnavailableError
     from eoskeras.reports.live import RichProgress
     from eoskeras.runs.checkpoint import CheckpointError
@@ -119,6 +131,7 @@ def run_sweep(recipe_arg: str, recipes: list, overrides: tuple[str, ...], points
     from eoskeras.runs.files import atomic_write_json, atomic_write_text
     from eoskeras.runs.rundir import RunDirectoryError, prepare
 
+    _require_data(recipes[0])  # the points differ only in their learning rate
     sweep_dir = Path(out or f"runs/{recipes[0].name}_sweep")
     try:
         prepare(sweep_dir, overwrite=overwrite)

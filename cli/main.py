@@ -55,6 +55,12 @@ def load(recipe: str, overrides: tuple[str, ...]):
         fail(str(err), 2)
 
 
+def data_overrides(data_dir: str | None, download: bool) -> tuple[str, ...]:
+    """``--data-dir``/``--download`` as recipe overrides."""
+    # A JSON string is a YAML scalar: the path reads back unchanged, whatever its characters.
+    return (f"data.data_dir={json.dumps(data_dir)}",) * bool(data_dir) + ("data.download=true",) * download
+
+
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -67,6 +73,10 @@ def main() -> None:
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a recipe field, e.g. optimizer.lr=0.05 (repeatable).")
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
+                               help="Folder of prepared tensorflow-datasets data (sets data.data_dir).")
+download_option = click.option("--download", is_flag=True,
+                               help="Allow downloading a data set that is not on disk (sets data.download).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress display or report.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
@@ -77,15 +87,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: the recipe's output.dir).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its directory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@data_dir_option
+@download_option
 @quiet_option
 @json_option
 def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
-          quiet: bool, as_json: bool) -> None:
+          data_dir: str | None, download: bool, quiet: bool, as_json: bool) -> None:
     """Train RECIPE (a YAML file or a bundled recipe name) into a run directory."""
     from eoskeras.cli.commands import run_training
 
-    sys.exit(run_training(load(recipe, overrides), out, resume=resume, overwrite=overwrite,
-                          quiet=quiet or as_json, as_json=as_json))
+    sys.exit(run_training(load(recipe, overrides + data_overrides(data_dir, download)), out, resume=resume,
+                          overwrite=overwrite, quiet=quiet or as_json, as_json=as_json))
 
 
 @main.command(epilog=EXAMPLES["sweep"])
@@ -97,13 +109,17 @@ def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default: runs/<name>_sweep).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Points run in parallel.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing sweep directory.")
+@data_dir_option
+@download_option
 @quiet_option
 @json_option
 def sweep(recipe: str, overrides: tuple[str, ...], lrs: str | None, relatives: str | None, grid: str | None,
-          out: str | None, jobs: int, overwrite: bool, quiet: bool, as_json: bool) -> None:
+          out: str | None, jobs: int, overwrite: bool, data_dir: str | None, download: bool, quiet: bool,
+          as_json: bool) -> None:
     """Learning-rate sweep of RECIPE: one run per point; diverged points are results."""
     from eoskeras.cli.commands import parse_points, point_overrides, run_sweep
 
+    overrides += data_overrides(data_dir, download)
     try:
         points = parse_points(lrs, relatives, grid)
     except ValueError as err:

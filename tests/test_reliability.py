@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from click.testing import CliRunner, Result
 from eoskeras.cli.main import main
 from eoskeras.recipes import bundled_recipes, load_recipe
 from eoskeras.runs import layout
-from clitools import cli, trajectory, working_directory
+from clitools import cli, eoskeras_process, trajectory, working_directory
 
 # Checkpoints every 10 steps (max(curvature.every, 10)), so 40 steps hold four.
 STEPS = 40
@@ -96,3 +97,23 @@ def test_a_run_that_cannot_load_its_data_leaves_no_directory(tmp_path: Path) -> 
         run_recipe(recipe, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     assert not any(data_dir.iterdir())  # the data directory is only read
+
+
+@pytest.mark.parametrize("command", [
+    ("train", "cifar10_resnet", "--set", "data.data_dir={data_dir}"),
+    ("train", "cifar10_resnet", "--data-dir", "{data_dir}"),
+    ("sweep", "cifar10_resnet", "--lr-relative", "1,2", "--data-dir", "{data_dir}"),
+], ids=["train-set", "train-data-dir", "sweep"])
+def test_absent_dataset_fails_fast_with_the_remedy(tmp_path: Path, command: tuple[str, ...]) -> None:
+    data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
+    data_dir.mkdir()
+    cwd.mkdir()
+    start = time.perf_counter()
+    process = eoskeras_process(*(arg.format(data_dir=data_dir) for arg in command), cwd=cwd)
+    output = process.communicate(timeout=120)[0]
+    # The whole command, interpreter start-up included.
+    assert time.perf_counter() - start < 5.0, output
+    assert process.returncode == 1, output
+    assert f"not prepared in {data_dir}" in output and "--data-dir" in output and "--download" in output
+    assert "Traceback" not in output
+    assert not any(cwd.iterdir()) and not any(data_dir.iterdir())
