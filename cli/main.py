@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 import click
 
+from eoskeras.data.catalog import DATASETS
+
 # TensorFlow's start-up chatter is silenced only at level 3.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -149,7 +151,8 @@ def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
               help="Lanczos steps per SLQ vector for the spectral density (0: none).")
 @click.option("--examples", default=1000, show_default=True, type=click.IntRange(1, 10**7),
               help="Examples for the Hessian (a saved model or the demo).")
-@click.option("--dataset", default="mnist5k", show_default=True, help="Data for a saved model or the demo.")
+@click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
+              help="Data for a saved model or the demo.")
 @click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
 @json_option
 def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int, examples: int, dataset: str,

@@ -31,10 +31,17 @@ def _from_run(run_dir: Path):
 
 def _with_data(network, dataset: str, examples: int, loss: str):
     from eoskeras.data import DataSpec, load_data
+    from eoskeras.data.catalog import DATASETS
 
+    info = DATASETS[dataset]
+    if examples > info.train_size:
+        fail(f"--examples: got {examples:,}; allowed: at most {info.train_size:,} (the {dataset} training split)", 2)
     flatten = len(network.input_shape) == 2
     bundle = load_data(DataSpec(dataset, train_size=examples, flatten=flatten,
                                 labels="onehot" if loss == "mse" else "integer"))
+    if tuple(network.input_shape[1:]) != bundle.input_shape or network.output_shape[-1] != info.num_classes:
+        fail(f"the model maps {network.input_shape} to {network.output_shape}, but --dataset {dataset} has inputs "
+             f"{(None, *bundle.input_shape)} and {info.num_classes} classes", 2)
     return network, loss, bundle.x_train, bundle.y_train, {}
 
 
@@ -51,22 +58,26 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
     import keras
 
     import eoskeras
+    from eoskeras.data import DataUnavailableError
 
-    if source is None:
-        network, loss, x, y, options = _demo(dataset, examples, loss)
-        what = f"demo network mlp3_nh32 at initialisation on {len(x)} {dataset} examples"
-    elif Path(source).is_dir():
-        network, loss, x, y, options = _from_run(Path(source))
-        what = f"final weights of {source}"
-    elif Path(source).is_file():
-        try:
-            model = keras.saving.load_model(source, compile=False, safe_mode=True)
-        except Exception as err:  # Keras raises many types for a bad file
-            fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
-        network, loss, x, y, options = _with_data(model, dataset, examples, loss)
-        what = f"saved model {source} on {len(x)} {dataset} examples"
-    else:
-        fail(f"{source}: no such run directory or saved model", 2)
+    try:
+        if source is None:
+            network, loss, x, y, options = _demo(dataset, examples, loss)
+            what = f"demo network mlp3_nh32 at initialisation on {len(x)} {dataset} examples"
+        elif Path(source).is_dir():
+            network, loss, x, y, options = _from_run(Path(source))
+            what = f"final weights of {source}"
+        elif Path(source).is_file():
+            try:
+                model = keras.saving.load_model(source, compile=False, safe_mode=True)
+            except Exception as err:  # Keras raises many types for a bad file
+                fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
+            network, loss, x, y, options = _with_data(model, dataset, examples, loss)
+            what = f"saved model {source} on {len(x)} {dataset} examples"
+        else:
+            fail(f"{source}: no such run directory or saved model", 2)
+    except DataUnavailableError as err:
+        fail(str(err), 1)
     oracle = eoskeras.HessianOracle(network, loss, x, y, **options)
     spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)
     trace = eoskeras.hutchpp_trace(oracle, trace_hvps, seed=0)

@@ -18,6 +18,7 @@ from eoskeras.cli.main import main
 from eoskeras.recipes import bundled_recipes, load_recipe
 from eoskeras.runs import layout
 from clitools import cli, eoskeras_process, trajectory, working_directory
+from test_recipes import doc
 
 # Checkpoints every 10 steps (max(curvature.every, 10)), so 40 steps hold four.
 STEPS = 40
@@ -117,3 +118,151 @@ def test_absent_dataset_fails_fast_with_the_remedy(tmp_path: Path, command: tupl
     assert f"not prepared in {data_dir}" in output and "--data-dir" in output and "--download" in output
     assert "Traceback" not in output
     assert not any(cwd.iterdir()) and not any(data_dir.iterdir())
+
+
+# ------------------------------------------------------------------------- bad input
+
+R = "recipe.yaml"
+TAG = "!!python/object/apply:os.system ['touch pwned']"
+
+
+def case(name: str, args: tuple[str, ...], named: str, files: dict[str, str | bytes] | None = None):
+    """A command line run in an empty working directory holding ``files``."""
+    return pytest.param(args, files or {}, named, id=name)
+
+
+def recipe_case(name: str, content: str | bytes, named: str = R):
+    return case(name, ("train", R), named, {R: content})
+
+
+def override_case(name: str, override: str, named: str):
+    return case(name, ("train", "quickstart", "--set", override), named)
+
+
+def sweep_case(name: str, points: tuple[str, ...], named: str):
+    return case(name, ("sweep", "quickstart", *points), named)
+
+
+MALFORMED = [
+    # wrong types
+    recipe_case("lr-text", doc(optimizer="{lr: fast}"), "optimizer.lr"),
+    recipe_case("steps-bool", doc(training="{max_steps: true}"), "training.max_steps"),
+    recipe_case("flatten-text", doc(data="{dataset: mnist5k, flatten: maybe}"), "data.flatten"),
+    recipe_case("top-k-list", doc(curvature="{top_k: [2]}"), "curvature.top_k"),
+    recipe_case("seed-date", doc(seed="2024-01-01"), "seed"),
+    recipe_case("options-list", doc(model="{name: fc-tanh, options: [width]}"), "model.options"),
+    recipe_case("section-a-number", doc(training="5"), "training"),
+    override_case("set-steps-text", "training.max_steps=abc", "training.max_steps"),
+    # unknown keys
+    recipe_case("unknown-section", doc(optimiser="{lr: 0.1}"), "optimiser"),
+    recipe_case("unknown-nested-key", doc(training="{stop: {acc: 0.9}}"), "training.stop.acc"),
+    recipe_case("unknown-model-option", doc(model="{name: fc-tanh, options: {widht: 8}}"), "model.options.widht"),
+    override_case("set-unknown-key", "training.stop.acc=1", "training.stop.acc"),
+    override_case("set-names-a-section", "optimizer=adam", "optimizer"),
+    # negative or zero learning rates
+    recipe_case("lr-negative", doc(optimizer="{lr: -0.1}"), "optimizer.lr"),
+    recipe_case("lr-zero", doc(optimizer="{lr: 0}"), "optimizer.lr"),
+    recipe_case("no-lr", doc(optimizer="{name: gd}"), "optimizer.lr"),
+    override_case("set-lr-negative", "optimizer.lr=-1", "optimizer.lr"),
+    override_case("set-lr-relative-zero", "optimizer.lr_relative=0", "optimizer.lr_relative"),
+    sweep_case("sweep-lr-negative", ("--lr", "0.1,-2"), "optimizer.lr"),
+    sweep_case("sweep-lr-relative-zero", ("--lr-relative", "0"), "optimizer.lr_relative"),
+    # missing files
+    case("missing-recipe", ("train", "missing.yaml"), "missing.yaml"),
+    case("recipe-a-directory", ("train", "sub"), "a directory", {"sub/notes.txt": "x"}),
+    case("spectrum-missing-model", ("spectrum", "missing.keras"), "missing.keras"),
+    case("spectrum-not-a-model", ("spectrum", R), "not a loadable Keras model", {R: doc()}),
+    # unknown data sets, models, optimisers
+    recipe_case("unknown-dataset", doc(data="{dataset: cifar11}"), "data.dataset"),
+    recipe_case("unknown-model", doc(model="{name: resnet18}"), "model.name"),
+    recipe_case("unknown-optimizer", doc(optimizer="{name: lamb, lr: 0.1}"), "optimizer.name"),
+    override_case("set-unknown-dataset", "data.dataset=imagenet", "data.dataset"),
+    case("spectrum-unknown-dataset", ("spectrum", "--dataset", "cifar11"), "--dataset"),
+    # impossible sizes
+    recipe_case("hessian-above-train", doc(data="{dataset: mnist5k, train_size: 100}",
+                                           curvature="{hessian_size: 200}"), "curvature.hessian_size"),
+    recipe_case("train-above-dataset", doc(data="{dataset: mnist5k, train_size: 5000}"), "data.train_size"),
+    recipe_case("batch-above-train", doc(data="{dataset: mnist5k, train_size: 100}", training="{batch_size: 200}"),
+                "training.batch_size"),
+    recipe_case("iterations-below-top-k", doc(curvature="{top_k: 20, max_iterations: 10}"),
+                "curvature.max_iterations"),
+    override_case("set-test-above-dataset", "data.test_size=100000", "data.test_size"),
+    case("spectrum-examples-above-dataset", ("spectrum", "--examples", "5000"), "--examples"),
+    # YAML syntax
+    recipe_case("yaml-unclosed-brace", "name: t\ndata: {dataset: mnist5k\n"),
+    recipe_case("yaml-tab-indent", "name: t\ndata:\n\tdataset: mnist5k\n"),
+    recipe_case("yaml-duplicate-key", doc(optimizer="{lr: 0.1, lr: 0.2}"), "optimizer.lr"),
+    recipe_case("yaml-two-documents", doc() + "---\nname: u\n"),
+    recipe_case("yaml-empty", ""),
+    recipe_case("yaml-a-list", "- name: t\n"),
+    override_case("set-bad-yaml", "optimizer.lr=[0.1", "optimizer.lr"),
+    # non-UTF-8 bytes (a shell passes undecodable argv bytes as surrogates)
+    recipe_case("bytes-not-utf8", b"name: t\ndata: {dataset: \xff\xfe}\n"),
+    recipe_case("latin-1-comment", "# caf\xe9\n".encode("latin-1") + doc().encode()),
+    override_case("set-not-utf8", "data.dataset=\udcff\udcfe", "data.dataset"),
+    # huge numbers
+    recipe_case("lr-1e400", doc(optimizer="{lr: 1e400}"), "optimizer.lr"),
+    recipe_case("steps-1e30", doc(training="{max_steps: 1e30}"), "training.max_steps"),
+    recipe_case("seed-2-to-the-40", doc(seed=str(2**40)), "seed"),
+    override_case("set-trace-samples-1e12", "flatness.trace_samples=1000000000000", "flatness.trace_samples"),
+    override_case("set-top-k-1e9", "curvature.top_k=1e9", "curvature.top_k"),
+    sweep_case("sweep-lr-1e400", ("--lr", "1e400"), "optimizer.lr"),
+    # paths that would leave the output directory
+    recipe_case("output-dotdot", doc(output="{dir: runs/../../x}"), "output.dir"),
+    recipe_case("output-absolute", doc(output="{dir: /tmp/x}"), "output.dir"),
+    recipe_case("output-home", doc(output="{dir: ~/x}"), "output.dir"),
+    recipe_case("name-with-a-path", doc(name="../evil"), "name"),
+    override_case("set-output-dotdot", "output.dir=../../etc", "output.dir"),
+    override_case("set-output-absolute", "output.dir=/etc", "output.dir"),
+    # YAML that would run code when loaded unsafely
+    recipe_case("python-tag", f"name: {TAG}\n"),
+    override_case("set-python-tag", f"name={TAG}", "name"),
+    # sweep points
+    sweep_case("sweep-points-not-numbers", ("--lr", "a,b"), "--lr"),
+    sweep_case("sweep-two-kinds-of-points", ("--lr", "0.1", "--grid", "1:2"), "--grid"),
+]
+
+
+@pytest.mark.parametrize("args, files, named", MALFORMED)
+def test_malformed_input_exits_2_naming_the_field_and_writes_nothing(tmp_path: Path, monkeypatch, args, files,
+                                                                     named) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, content in files.items():
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = sorted(tmp_path.rglob("*"))
+    assert_clean_failure(invoke(*args), 2, named)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_the_malformed_corpus_is_large_enough() -> None:
+    assert len(MALFORMED) >= 30 and len({c.id for c in MALFORMED}) == len(MALFORMED)
+
+
+# ------------------------------------------------------------------------------ safety
+
+def _model_with_code(marker: Path):
+    import keras
+
+    # The lambda's bytecode is saved with the model and loading it unsafely runs it. Built from source so
+    # that the marker's path is a constant of the code (Keras drops default arguments).
+    touch = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
+    return keras.Sequential([keras.Input((784,)), keras.layers.Lambda(touch), keras.layers.Dense(10)])
+
+
+def _model_of_another_shape(marker: Path):
+    import keras
+
+    return keras.Sequential([keras.Input((7,)), keras.layers.Dense(10)])
+
+
+@pytest.mark.parametrize("build, named", [(_model_with_code, "Lambda"), (_model_of_another_shape, "--dataset")],
+                         ids=["python-code", "wrong-input-shape"])
+def test_spectrum_refuses_a_saved_model_it_must_not_or_cannot_use(tmp_path: Path, build, named: str) -> None:
+    marker = tmp_path / "code-ran"
+    build(marker).save(tmp_path / "model.keras")
+    marker.unlink(missing_ok=True)  # building the model called the lambda once
+    result = invoke("spectrum", str(tmp_path / "model.keras"), "--top-k", "1", "--trace-hvps", "3",
+                    "--examples", "20")
+    assert_clean_failure(result, 2, named)
+    assert not marker.exists()
