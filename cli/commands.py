@@ -14,6 +14,8 @@ from eoskeras.cli.main import console, emit_json, fail
 from eoskeras.runs import layout
 
 INTERRUPTED = 130
+# Each point is a training run: more than this is a typo, and --grid 1:1e300 would exhaust memory.
+MAX_POINTS = 1000
 
 
 def _report(run_dir: Path, out, plots: bool = True) -> None:
@@ -78,7 +80,11 @@ def parse_points(lrs: str | None, relatives: str | None, grid: str | None) -> li
             low = high = ratio = 0
         if not (0 < low < high and ratio > 1):
             raise ValueError(f"--grid: got {grid!r}; allowed: LOW:HIGH[:RATIO] with 0 < LOW < HIGH and RATIO > 1")
-        count = int(np.floor(np.log(high / low) / np.log(ratio) + 1e-9)) + 1
+        ratios = np.log(high / low) / np.log(ratio)
+        if not ratios < MAX_POINTS:  # not: HIGH may be infinite
+            raise ValueError(f"--grid: got {grid!r}, more than {MAX_POINTS:,} points; allowed: at most "
+                             f"{MAX_POINTS:,} points (a larger RATIO or a narrower range)")
+        count = int(np.floor(ratios + 1e-9)) + 1
         return [("lr_relative", float(f"{low * ratio**i:.6g}")) for i in range(count)]
     key, text = ("lr", lrs) if lrs else ("lr_relative", relatives)
     try:

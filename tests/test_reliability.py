@@ -207,6 +207,7 @@ MALFORMED = [
     override_case("set-trace-samples-1e12", "flatness.trace_samples=1000000000000", "flatness.trace_samples"),
     override_case("set-top-k-1e9", "curvature.top_k=1e9", "curvature.top_k"),
     sweep_case("sweep-lr-1e400", ("--lr", "1e400"), "optimizer.lr"),
+    sweep_case("sweep-grid-billions-of-points", ("--grid", "1:1e300:1.0000001"), "--grid"),
     # paths that would leave the output directory
     recipe_case("output-dotdot", doc(output="{dir: runs/../../x}"), "output.dir"),
     recipe_case("output-absolute", doc(output="{dir: /tmp/x}"), "output.dir"),
