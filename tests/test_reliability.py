@@ -267,3 +267,30 @@ def test_spectrum_refuses_a_saved_model_it_must_not_or_cannot_use(tmp_path: Path
                     "--examples", "20")
     assert_clean_failure(result, 2, named)
     assert not marker.exists()
+
+
+def _plain_directory(path: Path) -> None:
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+
+
+def _link_to_a_run(path: Path) -> None:
+    target = path.with_name("target")
+    target.mkdir()
+    (target / layout.RESULT).write_text("{}")
+    path.symlink_to(target)
+
+
+def _a_file(path: Path) -> None:
+    path.write_text("mine")
+
+
+@pytest.mark.parametrize("make", [_plain_directory, _link_to_a_run, _a_file],
+                         ids=["not-a-run-directory", "symlink-to-a-run", "a-file"])
+def test_overwrite_never_deletes_what_is_not_a_run_directory(tmp_path: Path, make) -> None:
+    out = tmp_path / "out"
+    make(out)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = invoke(*TRAIN, "--out", str(out), "--overwrite", "--quiet")
+    assert_clean_failure(result, 2, "out")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

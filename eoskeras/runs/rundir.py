@@ -37,6 +37,8 @@ def check(path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
             raise RunDirectoryError(
                 f"{path} already exists; pass --resume to continue that run, --overwrite to replace it, "
                 f"or --out to choose another directory")
+        if path.is_symlink():
+            raise RunDirectoryError(f"{path} is a symbolic link; refusing to delete what it points to")
         if not path.is_dir() or not is_run_directory(path):
             raise RunDirectoryError(f"{path} exists and is not an eoskeras run directory; refusing to delete it")
 
