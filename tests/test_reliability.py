@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from eoskeras.cli.main import main
 from eoskeras.recipes import bundled_recipes, load_recipe
-from eoskeras.runs import layout
+from eoskeras.runs import layout, rundir
 from clitools import cli, eoskeras_process, trajectory, working_directory
 from test_recipes import doc
 
@@ -238,6 +238,16 @@ def test_malformed_input_exits_2_naming_the_field_and_writes_nothing(tmp_path: P
 
 def test_the_malformed_corpus_is_large_enough() -> None:
     assert len(MALFORMED) >= 30 and len({c.id for c in MALFORMED}) == len(MALFORMED)
+
+
+def test_a_run_killed_before_its_recipe_was_written_can_be_replaced(tmp_path: Path) -> None:
+    # environment.json is the first file a run writes; it is killed while resolving its learning rate.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / layout.ENVIRONMENT).write_text("{}")
+    assert_clean_failure(invoke(*TRAIN, "--out", str(run), "--resume"), 2, "no checkpoint yet", "--overwrite")
+    rundir.prepare(run, overwrite=True)
+    assert run.is_dir() and not any(run.iterdir())
 
 
 # ------------------------------------------------------------------------------ safety

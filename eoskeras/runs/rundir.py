@@ -16,8 +16,13 @@ class RunDirectoryError(Exception):
 
 
 def is_run_directory(path: Path) -> bool:
-    """A run's or a sweep's directory (what eoskeras may replace on request)."""
-    return any((path / name).is_file() for name in (layout.RESULT, layout.RECIPE, layout.SWEEP_JSON))
+    """A run's or a sweep's directory (what eoskeras may replace on request).
+
+    environment.json counts: it is the first file a run writes, so a run killed
+    before its recipe.yaml must still be replaceable.
+    """
+    return any((path / name).is_file() for name in (layout.ENVIRONMENT, layout.RESULT, layout.RECIPE,
+                                                    layout.SWEEP_JSON))
 
 
 def check(path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
