@@ -1,11 +1,15 @@
 """Reliability (issue 7): nothing lost under interruption, divergence and bad input.
 
-Every check goes through the real command line: in process with Click's
-CliRunner where that suffices, as a real process where a signal must be sent.
+The checks go through the real command line: in process with Click's
+CliRunner where that suffices, as a real process where a signal must be sent
+or a fresh interpreter matters.
 """
 from __future__ import annotations
 
+import csv
 import json
+import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -17,7 +21,8 @@ from click.testing import CliRunner, Result
 from eoskeras.cli.main import main
 from eoskeras.recipes import bundled_recipes, load_recipe
 from eoskeras.runs import layout, rundir
-from clitools import cli, eoskeras_process, trajectory, working_directory
+from eoskeras.runs.files import read_jsonl
+from clitools import cli, eoskeras_process, trajectory, wait_for_step, working_directory
 from test_recipes import doc
 
 # Checkpoints every 10 steps (max(curvature.every, 10)), so 40 steps hold four.
@@ -49,6 +54,47 @@ def reference(tmp_path_factory) -> Path:
     # Nothing is written outside the run directory.
     assert [p.name for p in here.iterdir()] == ["run"]
     return here / "run"
+
+
+# ---------------------------------------------------------------------- interruption
+
+def assert_appended_whole(run: Path, *, finished: bool) -> None:
+    """Metrics files hold whole lines: a kill may tear only the last one; a
+    finished run has none torn and as many CSV rows as JSON rows."""
+    lines = (run / layout.METRICS_JSONL).read_text().splitlines()
+    for line in lines[:-1] if not finished else lines:
+        json.loads(line)
+    with open(run / layout.METRICS_CSV, newline="") as handle:
+        table = list(csv.reader(handle))
+    header, rows = table[0], table[1:] if finished else table[1:-1]
+    assert all(len(row) == len(header) for row in rows)
+    if finished:
+        assert len(rows) == len(lines)
+
+
+def status(run: Path) -> str | None:
+    try:
+        return json.loads((run / layout.RESULT).read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_sigkill_at_arbitrary_steps_then_resume_reproduces_the_uninterrupted_run(reference: Path,
+                                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # Killed between checkpoints, the second time while resuming from the first kill.
+    for kill_at, resume in ((13, ()), (27, ("--resume",))):
+        process = eoskeras_process(*TRAIN, "--out", str(out), *resume)
+        wait_for_step(process, kill_at)
+        process.kill()
+        process.communicate(timeout=60)
+        assert status(out) == "running"
+        assert_appended_whole(out, finished=False)
+    resumed = eoskeras_process(*TRAIN, "--out", str(out), "--resume", "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert status(out) == "completed"
+    assert_appended_whole(out, finished=True)
+    assert trajectory(out) == trajectory(reference)
 
 
 # --------------------------------------------------------------- bad run directories
@@ -83,6 +129,79 @@ def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_p
     damage(run)
     result = invoke(*TRAIN, "--out", str(run), "--resume", "--quiet")
     assert_clean_failure(result, 1, "cannot resume", "--overwrite")
+
+
+@pytest.mark.parametrize("args", [("report", "{dir}"), ("report", "{dir}", "--json"),
+                                  (*TRAIN, "--out", "{dir}", "--resume")], ids=["report", "report-json", "resume"])
+@pytest.mark.parametrize("files", [(), ("notes.txt",)], ids=["empty", "not-a-run"])
+def test_a_directory_without_a_run_exits_2(tmp_path: Path, args: tuple[str, ...], files: tuple[str, ...]) -> None:
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    for name in files:
+        (directory / name).write_text("mine")
+    assert_clean_failure(invoke(*(arg.format(dir=directory) for arg in args)), 2, str(directory))
+    assert sorted(p.name for p in directory.iterdir()) == list(files)
+
+
+# -------------------------------------------------------------------------- divergence
+
+NON_FINITE = re.compile(r"\b(nan|inf|infinity)\b", re.IGNORECASE)
+
+
+def strict_json(text: str) -> object:
+    def reject(constant: str) -> None:
+        raise AssertionError(f"{constant} in JSON output")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_sweep_over_a_factor_of_100_records_divergence_and_marks_non_finite_values(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    # No divergence factor: the diverging point runs on until its loss is no longer finite.
+    result = cli("sweep", "quickstart", "--lr-relative", "0.1,1,10", "--jobs", "2", "--out", str(out),
+                 "--set", "training.max_steps=20", "--set", "training.stop.divergence_factor=null",
+                 "--set", "curvature.top_k=2", "--set", "flatness.trace_samples=6", "--set", "flatness.density=false",
+                 "--set", "flatness.noise_samples=2")
+    assert result.exit_code == 0, result.output
+    points = json.loads((out / layout.SWEEP_JSON).read_text())["points"]
+    with open(out / layout.SWEEP_CSV, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [p["status"] for p in points] == [r["status"] for r in rows] == ["completed", "completed", "diverged"]
+    diverged, row = points[2], rows[2]
+    run = out / diverged["run_dir"]
+    recorded = json.loads((run / layout.RESULT).read_text())
+    assert recorded["status"] == "diverged" and recorded["stop_step"] == diverged["steps"] == int(row["steps"]) < 20
+    assert recorded["stop_reason"] == diverged["stop_reason"] == row["stop_reason"]
+    assert diverged["stop_reason"].startswith("diverged: training loss is ")
+    assert points[0]["test_accuracy"] is not None and diverged["test_accuracy"] is None
+    losses = [r["loss"] for r in read_jsonl(run / layout.METRICS_JSONL)]
+    assert not math.isfinite(losses[-1])  # the non-finite value really is in the files
+    reports = [result.output, cli("report", str(out), "--no-plots").output,
+               cli("report", str(run), "--no-plots").output]
+    for text in reports:
+        assert "diverged" in text
+        assert not NON_FINITE.search(text.replace(diverged["stop_reason"], "")), text
+    strict_json(cli("report", str(run), "--json").output)
+    strict_json(cli("report", str(out), "--json").output)
+    assert list((out / layout.PLOTS).glob("*.png")) and list((run / layout.PLOTS).glob("*.png"))
+
+
+# ------------------------------------------------------------------------- determinism
+
+def test_a_run_repeats_exactly_from_what_it_recorded(reference: Path, tmp_path: Path) -> None:
+    recorded = load_recipe(reference / layout.RECIPE)
+    assert recorded == load_recipe(bundled_recipes()["quickstart"], TRAIN[3::2])
+    again = tmp_path / "again"
+    args = ("train", str(reference / layout.RECIPE), "--out", str(again), "--quiet")
+    process = eoskeras_process(*args)
+    assert process.wait(timeout=300) == 0, process.stdout.read()
+    # Same seed, a fresh process, the recorded recipe alone: the same numbers, bit for bit.
+    assert trajectory(again) == trajectory(reference)
+    environment = json.loads((again / layout.ENVIRONMENT).read_text())
+    assert environment["command"][1:] == list(args)
+    assert (environment["seed"], environment["strategy"]) == (recorded.seed, recorded.strategy)
+    assert environment["deterministic_ops"] is True and environment["devices"] and environment["python"]
+    assert all(environment["packages"][name] for name in ("eoskeras", "tensorflow", "keras", "numpy"))
 
 
 # ----------------------------------------------------------------------------- offline
