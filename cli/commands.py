@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from eoskeras.cli.main import console, emit_json, fail
+from eoskeras.cli.main import INTERRUPTED, console, emit_json, fail
 from eoskeras.runs import layout
 
-INTERRUPTED = 130
 # Each point is a training run: more than this is a typo, and --grid 1:1e300 would exhaust memory.
 MAX_POINTS = 1000
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,8 @@ from eoskeras.data.catalog import DATASETS
 
 # TensorFlow's start-up chatter is silenced only at level 3.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+INTERRUPTED = 130
 
 EXAMPLES = {
     "train": """
@@ -33,6 +36,18 @@ Examples:
   eoskeras sweep quickstart --lr 0.02,0.05,0.1
   eoskeras sweep quickstart --grid 0.5:8 --jobs 2     # eta/(2/lambda0) from 0.5 to 8, x1.6""",
 }
+
+
+def _stop_at_once(signum: int, frame: Any) -> NoReturn:
+    """Ctrl-C outside a training step, or a second one while the first is honoured: leave now.
+
+    Not a KeyboardInterrupt, which can land in an import (then an ImportError
+    traceback) or be swallowed. Leaving at any instant is safe: run files are
+    replaced atomically or appended one whole line at a time.
+    """
+    os.write(2, b"\nerror: interrupted: stopped at once; --resume continues from the last checkpoint, "
+                b"if one was written\n")
+    os._exit(INTERRUPTED)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -98,8 +113,14 @@ def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool
     """Train RECIPE (a YAML file or a bundled recipe name) into a run directory."""
     from eoskeras.cli.commands import run_training
 
-    sys.exit(run_training(load(recipe, overrides + data_overrides(data_dir, download)), out, resume=resume,
-                          overwrite=overwrite, quiet=quiet or as_json, as_json=as_json))
+    # The runner handles a Ctrl-C during training and then restores this handler for the next one.
+    previous = signal.signal(signal.SIGINT, _stop_at_once)
+    try:
+        code = run_training(load(recipe, overrides + data_overrides(data_dir, download)), out, resume=resume,
+                            overwrite=overwrite, quiet=quiet or as_json, as_json=as_json)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    sys.exit(code)
 
 
 @main.command(epilog=EXAMPLES["sweep"])

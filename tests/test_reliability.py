@@ -11,6 +11,7 @@ import json
 import math
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,23 @@ def test_sigkill_at_arbitrary_steps_then_resume_reproduces_the_uninterrupted_run
     assert status(out) == "completed"
     assert_appended_whole(out, finished=True)
     assert trajectory(out) == trajectory(reference)
+
+
+def test_a_second_ctrl_c_during_the_graceful_stop_stops_at_once(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = eoskeras_process(*TRAIN, "--out", str(out))
+    wait_for_step(process, 3)
+    process.send_signal(signal.SIGINT)
+    # result.json says "interrupted" once the checkpoint is written; the plots and report follow.
+    deadline = time.monotonic() + 60
+    while status(out) != "interrupted" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 130, output
+    assert "stopped at once" in output and "--resume" in output and "Traceback" not in output
+    state = json.loads((out / layout.CHECKPOINTS / "state.json").read_text())
+    assert state["step"] == json.loads((out / layout.RESULT).read_text())["stop_step"] < STEPS
 
 
 # --------------------------------------------------------------- bad run directories
