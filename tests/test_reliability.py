@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -48,7 +49,7 @@ def assert_clean_failure(result: Result, code: int, *named: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run (in process) that interrupted runs must reproduce."""
     with working_directory(tmp_path_factory.mktemp("reference")) as here:
         result = cli(*TRAIN, "--out", "run", "--quiet")
@@ -75,6 +76,7 @@ def assert_appended_whole(run: Path, *, finished: bool) -> None:
 
 
 def status(run: Path) -> str | None:
+    """The run's status in result.json, None before the file is written."""
     try:
         return json.loads((run / layout.RESULT).read_text())["status"]
     except (OSError, ValueError, KeyError):
@@ -144,7 +146,8 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
-def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_path: Path, damage) -> None:
+def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_path: Path,
+                                                           damage: Callable[[Path], None]) -> None:
     run = shutil.copytree(reference, tmp_path / "run")
     damage(run)
     result = invoke(*TRAIN, "--out", str(run), "--resume", "--quiet")
@@ -161,6 +164,16 @@ def test_a_directory_without_a_run_exits_2(tmp_path: Path, args: tuple[str, ...]
         (directory / name).write_text("mine")
     assert_clean_failure(invoke(*(arg.format(dir=directory) for arg in args)), 2, str(directory))
     assert sorted(p.name for p in directory.iterdir()) == list(files)
+
+
+def test_a_run_killed_before_its_recipe_was_written_can_be_replaced(tmp_path: Path) -> None:
+    # environment.json is the first file a run writes; it is killed while resolving its learning rate.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / layout.ENVIRONMENT).write_text("{}")
+    assert_clean_failure(invoke(*TRAIN, "--out", str(run), "--resume"), 2, "no checkpoint yet", "--overwrite")
+    rundir.prepare(run, overwrite=True)
+    assert run.is_dir() and not any(run.iterdir())
 
 
 # -------------------------------------------------------------------------- divergence
@@ -265,20 +278,20 @@ R = "recipe.yaml"
 TAG = "!!python/object/apply:os.system ['touch pwned']"
 
 
-def case(name: str, args: tuple[str, ...], named: str, files: dict[str, str | bytes] | None = None):
+def case(name: str, args: tuple[str, ...], named: str, files: dict[str, str | bytes] | None = None) -> Any:
     """A command line run in an empty working directory holding ``files``."""
     return pytest.param(args, files or {}, named, id=name)
 
 
-def recipe_case(name: str, content: str | bytes, named: str = R):
+def recipe_case(name: str, content: str | bytes, named: str = R) -> Any:
     return case(name, ("train", R), named, {R: content})
 
 
-def override_case(name: str, override: str, named: str):
+def override_case(name: str, override: str, named: str) -> Any:
     return case(name, ("train", "quickstart", "--set", override), named)
 
 
-def sweep_case(name: str, points: tuple[str, ...], named: str):
+def sweep_case(name: str, points: tuple[str, ...], named: str) -> Any:
     return case(name, ("sweep", "quickstart", *points), named)
 
 
@@ -364,8 +377,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("args, files, named", MALFORMED)
-def test_malformed_input_exits_2_naming_the_field_and_writes_nothing(tmp_path: Path, monkeypatch, args, files,
-                                                                     named) -> None:
+def test_malformed_input_exits_2_naming_the_field_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], files: dict[str, str | bytes],
+        named: str) -> None:
     monkeypatch.chdir(tmp_path)
     for name, content in files.items():
         Path(name).parent.mkdir(parents=True, exist_ok=True)
@@ -379,19 +393,9 @@ def test_the_malformed_corpus_is_large_enough() -> None:
     assert len(MALFORMED) >= 30 and len({c.id for c in MALFORMED}) == len(MALFORMED)
 
 
-def test_a_run_killed_before_its_recipe_was_written_can_be_replaced(tmp_path: Path) -> None:
-    # environment.json is the first file a run writes; it is killed while resolving its learning rate.
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / layout.ENVIRONMENT).write_text("{}")
-    assert_clean_failure(invoke(*TRAIN, "--out", str(run), "--resume"), 2, "no checkpoint yet", "--overwrite")
-    rundir.prepare(run, overwrite=True)
-    assert run.is_dir() and not any(run.iterdir())
-
-
 # ------------------------------------------------------------------------------ safety
 
-def _model_with_code(marker: Path):
+def _model_with_code(marker: Path) -> Any:
     import keras
 
     # The lambda's bytecode is saved with the model and loading it unsafely runs it. Built from source so
@@ -400,7 +404,7 @@ def _model_with_code(marker: Path):
     return keras.Sequential([keras.Input((784,)), keras.layers.Lambda(touch), keras.layers.Dense(10)])
 
 
-def _model_of_another_shape(marker: Path):
+def _model_of_another_shape(_marker: Path) -> Any:
     import keras
 
     return keras.Sequential([keras.Input((7,)), keras.layers.Dense(10)])
@@ -408,7 +412,8 @@ def _model_of_another_shape(marker: Path):
 
 @pytest.mark.parametrize("build, named", [(_model_with_code, "Lambda"), (_model_of_another_shape, "--dataset")],
                          ids=["python-code", "wrong-input-shape"])
-def test_spectrum_refuses_a_saved_model_it_must_not_or_cannot_use(tmp_path: Path, build, named: str) -> None:
+def test_spectrum_refuses_a_saved_model_it_must_not_or_cannot_use(tmp_path: Path, build: Callable[[Path], Any],
+                                                                   named: str) -> None:
     marker = tmp_path / "code-ran"
     build(marker).save(tmp_path / "model.keras")
     marker.unlink(missing_ok=True)  # building the model called the lambda once
@@ -436,10 +441,10 @@ def _a_file(path: Path) -> None:
 
 @pytest.mark.parametrize("make", [_plain_directory, _link_to_a_run, _a_file],
                          ids=["not-a-run-directory", "symlink-to-a-run", "a-file"])
-def test_overwrite_never_deletes_what_is_not_a_run_directory(tmp_path: Path, make) -> None:
+def test_overwrite_never_deletes_what_is_not_a_run_directory(tmp_path: Path, make: Callable[[Path], None]) -> None:
     out = tmp_path / "out"
     make(out)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = invoke(*TRAIN, "--out", str(out), "--overwrite", "--quiet")
-    assert_clean_failure(result, 2, "out")
+    assert_clean_failure(result, 2, str(out))
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
