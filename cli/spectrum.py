@@ -2,6 +2,7 @@
 model, or of a small demo network on the embedded data."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ def _from_run(run_dir: Path):
     latest = tf.train.latest_checkpoint(str(run_dir / layout.CHECKPOINTS))
     if latest is None:
         fail(f"{run_dir}: no checkpoint to read the weights from", 1)
-    tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
+    try:
+        tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
+    # TensorFlow reports a truncated checkpoint file as an IndexError.
+    except (IndexError, ValueError, tf.errors.OpError) as err:
+        fail(f"{run_dir}: cannot read the weights from {latest} ({type(err).__name__}: {err})", 1)
     c = recipe.curvature
     return prepared.network, recipe.loss, *prepared.hessian, dict(bn_mode=c.bn_mode, dtype=c.dtype,
                                                                      micro_batch_size=c.micro_batch_size)
@@ -79,6 +84,8 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
     except DataUnavailableError as err:
         fail(str(err), 1)
     oracle = eoskeras.HessianOracle(network, loss, x, y, **options)
+    if not math.isfinite(oracle.loss()):
+        fail(f"{what}: the loss is not finite there (the run diverged?), so there is no spectrum to measure", 1)
     spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)
     trace = eoskeras.hutchpp_trace(oracle, trace_hvps, seed=0)
     result: dict[str, Any] = {"source": what, **spectrum.record(), **trace.record()}

@@ -154,6 +154,13 @@ def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_p
     assert_clean_failure(result, 1, "cannot resume", "--overwrite")
 
 
+@pytest.mark.parametrize("damage", ["checkpoint-files-deleted", "checkpoint-data-truncated"])
+def test_spectrum_of_a_damaged_run_gives_a_clear_error(reference: Path, tmp_path: Path, damage: str) -> None:
+    run = shutil.copytree(reference, tmp_path / "run")
+    DAMAGE[damage](run)
+    assert_clean_failure(invoke("spectrum", str(run), "--top-k", "1", "--trace-hvps", "3"), 1, str(run))
+
+
 @pytest.mark.parametrize("args", [("report", "{dir}"), ("report", "{dir}", "--json"),
                                   (*TRAIN, "--out", "{dir}", "--resume")], ids=["report", "report-json", "resume"])
 @pytest.mark.parametrize("files", [(), ("notes.txt",)], ids=["empty", "not-a-run"])
@@ -214,6 +221,7 @@ def test_sweep_over_a_factor_of_100_records_divergence_and_marks_non_finite_valu
     for text in reports:
         assert "diverged" in text
         assert not NON_FINITE.search(text.replace(diverged["stop_reason"], "")), text
+    assert_clean_failure(invoke("spectrum", str(run), "--top-k", "1", "--trace-hvps", "3"), 1, "not finite")
     strict_json(cli("report", str(run), "--json").output)
     strict_json(cli("report", str(out), "--json").output)
     assert list((out / layout.PLOTS).glob("*.png")) and list((run / layout.PLOTS).glob("*.png"))
