@@ -79,7 +79,10 @@ def data_overrides(data_dir: str | None, download: bool) -> tuple[str, ...]:
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+    """Strict JSON on stdout: NaN and infinities, which JSON lacks, become null."""
+    from eoskeras.reports.formatting import json_ready
+
+    click.echo(json.dumps(json_ready(value), indent=2, default=str, allow_nan=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -102,6 +102,8 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
 def _print(result: dict[str, Any], what: str) -> None:
     from rich.table import Table
 
+    from eoskeras.reports.formatting import fmt_pm
+
     table = Table(title=f"Hessian spectrum: {what}")
     table.add_column("#", justify="right")
     table.add_column("eigenvalue", justify="right")
@@ -111,7 +113,7 @@ def _print(result: dict[str, Any], what: str) -> None:
     table.add_row("min", f"{result['smallest']:.6g}", f"{result['smallest_residual']:.2e}")
     out = console()
     out.print(table)
-    out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {result['trace']:.6g} ± {result['trace_stderr']:.2g}")
+    out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {fmt_pm(result['trace'], result['trace_stderr'], '.6g')}")
     if "density_nodes_range" in result:
         lo, hi = result["density_nodes_range"]
         out.print(f"spectral density support (SLQ): [{lo:.4g}, {hi:.4g}]")

@@ -227,6 +227,14 @@ def test_sweep_over_a_factor_of_100_records_divergence_and_marks_non_finite_valu
     assert list((out / layout.PLOTS).glob("*.png")) and list((run / layout.PLOTS).glob("*.png"))
 
 
+def test_an_undefined_error_bar_is_left_out_not_shown_as_inf(reference: Path) -> None:
+    # Hutch++ with 3 HVPs leaves one sample for the deflated part: its standard error is undefined.
+    spectrum = ("spectrum", str(reference), "--top-k", "1", "--trace-hvps", "3")
+    text = cli(*spectrum).output
+    assert "trace (Hutch++, 3 HVPs)" in text and not NON_FINITE.search(text) and "diverged" not in text
+    assert strict_json(cli(*spectrum, "--json").output)["trace_stderr"] is None
+
+
 # ------------------------------------------------------------------------- determinism
 
 def test_a_run_repeats_exactly_from_what_it_recorded(reference: Path, tmp_path: Path) -> None:
