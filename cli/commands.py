@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from eoskeras.cli.main import console, emit_json, fail
+from eoskeras.cli.main import INTERRUPTED, console, emit_json, fail
 from eoskeras.runs import layout
 
-INTERRUPTED = 130
+# Each point is a training run: more than this is a typo, and --grid 1:1e300 would exhaust memory.
+MAX_POINTS = 1000
 
 
 def _report(run_dir: Path, out, plots: bool = True) -> None:
@@ -25,7 +26,19 @@ def _report(run_dir: Path, out, plots: bool = True) -> None:
     render_run(run_dir, out)
 
 
+def _require_data(recipe) -> None:
+    """Refuse at once, before TensorFlow is imported, when the recipe's data is not on disk."""
+    from eoskeras.data import DataSpec, DataUnavailableError, check_available
+
+    d = recipe.data
+    try:
+        check_available(DataSpec(dataset=d.dataset, data_dir=d.data_dir, download=d.download))
+    except DataUnavailableError as err:
+        fail(str(err), 1)
+
+
 def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> int:
+    _require_data(recipe)
     from eoskeras.data import DataUnavailableError
     from eoskeras.reports.live import RichProgress
     from eoskeras.runs.checkpoint import CheckpointError
@@ -66,7 +79,11 @@ def parse_points(lrs: str | None, relatives: str | None, grid: str | None) -> li
             low = high = ratio = 0
         if not (0 < low < high and ratio > 1):
             raise ValueError(f"--grid: got {grid!r}; allowed: LOW:HIGH[:RATIO] with 0 < LOW < HIGH and RATIO > 1")
-        count = int(np.floor(np.log(high / low) / np.log(ratio) + 1e-9)) + 1
+        ratios = np.log(high / low) / np.log(ratio)
+        if not ratios < MAX_POINTS:  # not: HIGH may be infinite
+            raise ValueError(f"--grid: got {grid!r}, more than {MAX_POINTS:,} points; allowed: at most "
+                             f"{MAX_POINTS:,} points (a larger RATIO or a narrower range)")
+        count = int(np.floor(ratios + 1e-9)) + 1
         return [("lr_relative", float(f"{low * ratio**i:.6g}")) for i in range(count)]
     key, text = ("lr", lrs) if lrs else ("lr_relative", relatives)
     try:
@@ -119,6 +136,7 @@ def run_sweep(recipe_arg: str, recipes: list, overrides: tuple[str, ...], points
     from eoskeras.runs.files import atomic_write_json, atomic_write_text
     from eoskeras.runs.rundir import RunDirectoryError, prepare
 
+    _require_data(recipes[0])  # the points differ only in their learning rate
     sweep_dir = Path(out or f"runs/{recipes[0].name}_sweep")
     try:
         prepare(sweep_dir, overwrite=overwrite)

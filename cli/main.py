@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from eoskeras.data.catalog import DATASETS
+
 # TensorFlow's start-up chatter is silenced only at level 3.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+INTERRUPTED = 130
 
 EXAMPLES = {
     "train": """
@@ -31,6 +36,18 @@ Examples:
   eoskeras sweep quickstart --lr 0.02,0.05,0.1
   eoskeras sweep quickstart --grid 0.5:8 --jobs 2     # eta/(2/lambda0) from 0.5 to 8, x1.6""",
 }
+
+
+def _stop_at_once(signum: int, frame: Any) -> NoReturn:
+    """Ctrl-C outside a training step, or a second one while the first is honoured: leave now.
+
+    Not a KeyboardInterrupt, which can land in an import (then an ImportError
+    traceback) or be swallowed. Leaving at any instant is safe: run files are
+    replaced atomically or appended one whole line at a time.
+    """
+    os.write(2, b"\nerror: interrupted: stopped at once; --resume continues from the last checkpoint, "
+                b"if one was written\n")
+    os._exit(INTERRUPTED)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -55,8 +72,17 @@ def load(recipe: str, overrides: tuple[str, ...]):
         fail(str(err), 2)
 
 
+def data_overrides(data_dir: str | None, download: bool) -> tuple[str, ...]:
+    """``--data-dir``/``--download`` as recipe overrides."""
+    # A JSON string is a YAML scalar: the path reads back unchanged, whatever its characters.
+    return (f"data.data_dir={json.dumps(data_dir)}",) * bool(data_dir) + ("data.download=true",) * download
+
+
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+    """Strict JSON on stdout: NaN and infinities, which JSON lacks, become null."""
+    from eoskeras.reports.formatting import json_ready
+
+    click.echo(json.dumps(json_ready(value), indent=2, default=str, allow_nan=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,6 +93,10 @@ def main() -> None:
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a recipe field, e.g. optimizer.lr=0.05 (repeatable).")
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
+                               help="Folder of prepared tensorflow-datasets data (sets data.data_dir).")
+download_option = click.option("--download", is_flag=True,
+                               help="Allow downloading a data set that is not on disk (sets data.download).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress display or report.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
@@ -79,17 +109,25 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multi_worker", "tpu"]),
               help="tf.distribute strategy (overrides the recipe's strategy field).")
+@data_dir_option
+@download_option
 @quiet_option
 @json_option
 def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool, overwrite: bool,
-          strategy: str | None, quiet: bool, as_json: bool) -> None:
+          strategy: str | None, data_dir: str | None, download: bool, quiet: bool, as_json: bool) -> None:
     """Train RECIPE (a YAML file or a bundled recipe name) into a run directory."""
     from eoskeras.cli.commands import run_training
 
     if strategy:
         overrides += (f"strategy={strategy}",)
-    sys.exit(run_training(load(recipe, overrides), out, resume=resume, overwrite=overwrite,
-                          quiet=quiet or as_json, as_json=as_json))
+    # The runner handles a Ctrl-C during training and then restores this handler for the next one.
+    previous = signal.signal(signal.SIGINT, _stop_at_once)
+    try:
+        code = run_training(load(recipe, overrides + data_overrides(data_dir, download)), out, resume=resume,
+                            overwrite=overwrite, quiet=quiet or as_json, as_json=as_json)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    sys.exit(code)
 
 
 @main.command(epilog=EXAMPLES["sweep"])
@@ -101,13 +139,17 @@ def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default: runs/<name>_sweep).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Points run in parallel.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing sweep directory.")
+@data_dir_option
+@download_option
 @quiet_option
 @json_option
 def sweep(recipe: str, overrides: tuple[str, ...], lrs: str | None, relatives: str | None, grid: str | None,
-          out: str | None, jobs: int, overwrite: bool, quiet: bool, as_json: bool) -> None:
+          out: str | None, jobs: int, overwrite: bool, data_dir: str | None, download: bool, quiet: bool,
+          as_json: bool) -> None:
     """Learning-rate sweep of RECIPE: one run per point; diverged points are results."""
     from eoskeras.cli.commands import parse_points, point_overrides, run_sweep
 
+    overrides += data_overrides(data_dir, download)
     try:
         points = parse_points(lrs, relatives, grid)
     except ValueError as err:
@@ -137,7 +179,8 @@ def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
               help="Lanczos steps per SLQ vector for the spectral density (0: none).")
 @click.option("--examples", default=1000, show_default=True, type=click.IntRange(1, 10**7),
               help="Examples for the Hessian (a saved model or the demo).")
-@click.option("--dataset", default="mnist5k", show_default=True, help="Data for a saved model or the demo.")
+@click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
+              help="Data for a saved model or the demo.")
 @click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
 @json_option
 def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int, examples: int, dataset: str,

@@ -2,6 +2,7 @@
 model, or of a small demo network on the embedded data."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ def _from_run(run_dir: Path):
     latest = tf.train.latest_checkpoint(str(run_dir / layout.CHECKPOINTS))
     if latest is None:
         fail(f"{run_dir}: no checkpoint to read the weights from", 1)
-    tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
+    try:
+        tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
+    # TensorFlow reports a truncated checkpoint file as an IndexError.
+    except (IndexError, ValueError, tf.errors.OpError) as err:
+        fail(f"{run_dir}: cannot read the weights from {latest} ({type(err).__name__}: {err})", 1)
     c = recipe.curvature
     return prepared.network, recipe.loss, *prepared.hessian, dict(bn_mode=c.bn_mode, dtype=c.dtype,
                                                                      micro_batch_size=c.micro_batch_size)
@@ -31,10 +36,17 @@ def _from_run(run_dir: Path):
 
 def _with_data(network, dataset: str, examples: int, loss: str):
     from eoskeras.data import DataSpec, load_data
+    from eoskeras.data.catalog import DATASETS
 
+    info = DATASETS[dataset]
+    if examples > info.train_size:
+        fail(f"--examples: got {examples:,}; allowed: at most {info.train_size:,} (the {dataset} training split)", 2)
     flatten = len(network.input_shape) == 2
     bundle = load_data(DataSpec(dataset, train_size=examples, flatten=flatten,
                                 labels="onehot" if loss == "mse" else "integer"))
+    if tuple(network.input_shape[1:]) != bundle.input_shape or network.output_shape[-1] != info.num_classes:
+        fail(f"the model maps {network.input_shape} to {network.output_shape}, but --dataset {dataset} has inputs "
+             f"{(None, *bundle.input_shape)} and {info.num_classes} classes", 2)
     return network, loss, bundle.x_train, bundle.y_train, {}
 
 
@@ -51,23 +63,29 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
     import keras
 
     import eoskeras
+    from eoskeras.data import DataUnavailableError
 
-    if source is None:
-        network, loss, x, y, options = _demo(dataset, examples, loss)
-        what = f"demo network mlp3_nh32 at initialisation on {len(x)} {dataset} examples"
-    elif Path(source).is_dir():
-        network, loss, x, y, options = _from_run(Path(source))
-        what = f"final weights of {source}"
-    elif Path(source).is_file():
-        try:
-            model = keras.saving.load_model(source, compile=False, safe_mode=True)
-        except Exception as err:  # Keras raises many types for a bad file
-            fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
-        network, loss, x, y, options = _with_data(model, dataset, examples, loss)
-        what = f"saved model {source} on {len(x)} {dataset} examples"
-    else:
-        fail(f"{source}: no such run directory or saved model", 2)
+    try:
+        if source is None:
+            network, loss, x, y, options = _demo(dataset, examples, loss)
+            what = f"demo network mlp3_nh32 at initialisation on {len(x)} {dataset} examples"
+        elif Path(source).is_dir():
+            network, loss, x, y, options = _from_run(Path(source))
+            what = f"final weights of {source}"
+        elif Path(source).is_file():
+            try:
+                model = keras.saving.load_model(source, compile=False, safe_mode=True)
+            except Exception as err:  # Keras raises many types for a bad file
+                fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
+            network, loss, x, y, options = _with_data(model, dataset, examples, loss)
+            what = f"saved model {source} on {len(x)} {dataset} examples"
+        else:
+            fail(f"{source}: no such run directory or saved model", 2)
+    except DataUnavailableError as err:
+        fail(str(err), 1)
     oracle = eoskeras.HessianOracle(network, loss, x, y, **options)
+    if not math.isfinite(oracle.loss()):
+        fail(f"{what}: the loss is not finite there (the run diverged?), so there is no spectrum to measure", 1)
     spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)
     trace = eoskeras.hutchpp_trace(oracle, trace_hvps, seed=0)
     result: dict[str, Any] = {"source": what, **spectrum.record(), **trace.record()}
@@ -84,6 +102,8 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
 def _print(result: dict[str, Any], what: str) -> None:
     from rich.table import Table
 
+    from eoskeras.reports.formatting import fmt_pm
+
     table = Table(title=f"Hessian spectrum: {what}")
     table.add_column("#", justify="right")
     table.add_column("eigenvalue", justify="right")
@@ -93,7 +113,7 @@ def _print(result: dict[str, Any], what: str) -> None:
     table.add_row("min", f"{result['smallest']:.6g}", f"{result['smallest_residual']:.2e}")
     out = console()
     out.print(table)
-    out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {result['trace']:.6g} ± {result['trace_stderr']:.2g}")
+    out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {fmt_pm(result['trace'], result['trace_stderr'], '.6g')}")
     if "density_nodes_range" in result:
         lo, hi = result["density_nodes_range"]
         out.print(f"spectral density support (SLQ): [{lo:.4g}, {hi:.4g}]")

@@ -1,11 +1,8 @@
-"""The command line end to end: train, report, resume, sweep, spectrum, recipes."""
+"""The command line end to end: train, report, resume, spectrum, recipes (sweeps: test_reliability.py)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +11,11 @@ from click.testing import CliRunner
 from eoskeras.cli.main import main
 from eoskeras.runs import layout
 from eoskeras.runs.files import read_jsonl
+from clitools import cli, eoskeras_process, trajectory, wait_for_step
 
 # A quickstart short enough for tests, with every artifact still produced.
 SHORT = ("--set", "training.max_steps=20", "--set", "curvature.every=5", "--set", "flatness.trace_samples=12",
          "--set", "flatness.density_lanczos_steps=10", "--set", "flatness.noise_samples=3")
-
-
-def cli(*args: str):
-    # Wide enough that rich tables are not truncated.
-    return CliRunner(env={"COLUMNS": "160"}).invoke(main, list(args), catch_exceptions=False)
-
-
-def eoskeras_process(*args: str, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "eoskeras", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +116,6 @@ def test_malformed_recipe_files_exit_2(tmp_path):
     assert result.exit_code == 2 and "missing.yaml" in result.output
 
 
-def wait_for_step(process: subprocess.Popen, step: int) -> list[str]:
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(f"step {step}/"):
-            return lines
-    raise AssertionError("the run ended before step %d:\n%s" % (step, "".join(lines)))
-
-
 def test_ctrl_c_checkpoints_and_resume_reaches_the_uninterrupted_result(tmp_path):
     args = ("quickstart", "--set", "training.max_steps=60", "--set", "flatness.enabled=false",
             "--set", "curvature.top_k=2")
@@ -153,22 +131,4 @@ def test_ctrl_c_checkpoints_and_resume_reaches_the_uninterrupted_result(tmp_path
     assert "interrupted" in output  # the partial report
     resumed = eoskeras_process("train", *args, "--out", str(tmp_path / "cut"), "--resume", "--quiet")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-    for name in (layout.METRICS_JSONL, layout.CURVATURE):
-        a, b = read_jsonl(tmp_path / "full" / name), read_jsonl(tmp_path / "cut" / name)
-        strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-        assert strip(a) == strip(b), name
-
-
-def test_sweep_of_three_rates_with_one_diverging(tmp_path):
-    out = tmp_path / "sweep"
-    result = cli("sweep", "quickstart", "--lr-relative", "0.5,1.5,8", "--jobs", "2", "--out", str(out),
-                 "--set", "training.max_steps=15", "--set", "flatness.trace_samples=9",
-                 "--set", "flatness.density=false", "--set", "curvature.every=5")
-    assert result.exit_code == 0, result.output
-    points = json.loads((out / layout.SWEEP_JSON).read_text())["points"]
-    assert [p["lr_relative"] for p in points] == [0.5, 1.5, 8.0]
-    assert [p["status"] for p in points] == ["completed", "completed", "diverged"]
-    assert "diverged" in points[2]["stop_reason"] and points[2]["steps"] < 15
-    assert points[0]["test_accuracy"] is not None and points[2]["test_accuracy"] is None
-    assert len(list((out / layout.PLOTS).glob("*.png"))) >= 3
-    assert "diverged" in result.output
+    assert trajectory(tmp_path / "cut") == trajectory(tmp_path / "full")

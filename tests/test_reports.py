@@ -228,6 +228,7 @@ def test_formatting_never_shows_a_bare_nan():
     assert fmt(math.nan) == "diverged" and fmt(math.inf) == "diverged" and fmt(None) == "—"
     assert fmt(0.81234, percent=True) == "81.23 %" and fmt(np.float32(2.5)) == "2.5"
     assert fmt_pm(123.4, 4.56) == "123.4 ± 4.6" and fmt_pm(math.nan, 1.0) == "diverged"
+    assert fmt_pm(123.4, math.inf) == "123.4"  # one sample: no error bar, and no divergence either
     assert fmt_seconds(754.2) == "12 min 34 s" and fmt_seconds(7300) == "2 h 01 min"
 
 

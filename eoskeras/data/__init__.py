@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "DataUnavailableError": "eoskeras.data.spec",
     "DataBundle": "eoskeras.data.loading",
     "load_data": "eoskeras.data.loading",
+    "check_available": "eoskeras.data.loading",
 }
 
 __all__ = sorted(_EXPORTS)

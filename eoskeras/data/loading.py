@@ -86,6 +86,21 @@ def load_data(spec: DataSpec | None = None) -> DataBundle:
         input_shape=x_train.shape[1:], spec=spec, record=record)
 
 
+def check_available(spec: DataSpec) -> None:
+    """Raise ``DataUnavailableError`` (with the remedy) at once when ``spec``'s data
+    set is not on disk and may not be downloaded.
+
+    Imports no TensorFlow, so a command can refuse in about a second instead
+    of after the TensorFlow import. A download, when allowed, is left to
+    ``load_data``.
+
+    Example: ``check_available(DataSpec("cifar10", data_dir="/data/tfds"))``.
+    """
+    info = DATASETS[spec.dataset]
+    if info.source == "tfds" and not spec.download:
+        _source(info).check_prepared(spec)
+
+
 def _source(info: DatasetInfo) -> Any:
     # Imported on demand: the tfds module pulls in TensorFlow (~3 s).
     module = "embedded" if info.source == "embedded" else "tfds_source"

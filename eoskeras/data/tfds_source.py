@@ -43,6 +43,17 @@ def iter_batches(spec: DataSpec, split: str,
     yield from dataset.batch(BATCH).as_numpy_iterator()
 
 
+def check_prepared(spec: DataSpec) -> None:
+    """Raise ``DataUnavailableError`` when the data set is not prepared on disk.
+
+    Imports no TensorFlow (tensorflow-datasets loads it lazily), so it answers in
+    well under a second.
+    """
+    builder = _builder(spec)
+    if not builder.is_prepared():
+        raise _not_prepared(builder)
+
+
 def describe(spec: DataSpec) -> str:
     """One line naming the tfds data set, its version and folder, for run records."""
     builder = _builder(spec)
@@ -67,17 +78,20 @@ def _open(builder: Any, split: str, download: bool) -> Any:
         # else it asserts about prepared data is not ours to reinterpret.
         if builder.is_prepared():
             raise
-    remedy = _remedy(builder)
     if not download:
-        raise DataUnavailableError(f"{builder.name} is not prepared in {builder.data_dir_root}. {remedy}")
+        raise _not_prepared(builder)
     hosts = _download_hosts(builder)
     if not any_reachable(hosts):
         raise DataUnavailableError(
             f"{builder.name} is not prepared in {builder.data_dir_root} and cannot be "
             f"downloaded: no connection to {', '.join(f'{h}:{p}' for h, p in hosts)} "
-            f"within {REACH_TIMEOUT_S:.0f} s. {remedy}")
+            f"within {REACH_TIMEOUT_S:.0f} s. {_remedy(builder)}")
     builder.download_and_prepare()
     return builder.as_dataset(**options)
+
+
+def _not_prepared(builder: Any) -> DataUnavailableError:
+    return DataUnavailableError(f"{builder.name} is not prepared in {builder.data_dir_root}. {_remedy(builder)}")
 
 
 def _remedy(builder: Any) -> str:

@@ -46,15 +46,30 @@ def fmt(value: Any, spec: str = ".4g", *, percent: bool = False) -> str:
 
 
 def fmt_pm(value: Any, error: Any, spec: str = ".4g") -> str:
-    """``value ± error``; the error is left out when it is missing.
+    """``value ± error``; the error is left out when it is missing or not finite
+    (a single sample has no standard error; that is no divergence).
 
-    Example: ``fmt_pm(120.0, 3.5)`` → ``'120 ± 3.5'``.
+    Example: ``fmt_pm(120.0, 3.5)`` → ``'120 ± 3.5'``; ``fmt_pm(120.0, inf)`` → ``'120'``.
     """
     text = fmt(value, spec)
     err = as_float(error)
-    if err is None or text in (MISSING, DIVERGED):
+    if err is None or not math.isfinite(err) or text in (MISSING, DIVERGED):
         return text
     return f"{text} ± {fmt(err, '.2g')}"
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with non-finite floats as None, so strict JSON can hold it.
+
+    Example: ``json_ready({"trace_stderr": inf})`` → ``{'trace_stderr': None}``.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def fmt_seconds(seconds: Any) -> str:

@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from eoskeras.reports.formatting import MISSING, as_float, fmt, fmt_pm, fmt_seconds, styled
+from eoskeras.reports.formatting import MISSING, as_float, fmt, fmt_pm, fmt_seconds, json_ready, styled
 from eoskeras.reports.rundata import RunData, environment_summary, load_run, threshold_crossings
 from eoskeras.reports.sweepdata import SweepData, load_sweep
 
@@ -236,17 +236,6 @@ def render_sweep(sweep_dir: str | Path, console: Console | None = None) -> None:
     console.print(Group(*parts))
 
 
-def _json_ready(value: Any) -> Any:
-    """``value`` with non-finite floats as None, so strict JSON can hold it."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if (x := as_float(value)) is not None:
-        return x if math.isfinite(x) else None
-    return value
-
-
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """The run's key facts as strict-JSON-ready data (non-finite numbers become null).
 
@@ -255,7 +244,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     run = load_run(run_dir)
     info, r, m = run.info, run.result, run.metrics
     crossings = threshold_crossings(run.curvature["step"], run.curvature["sharpness_ratio"])
-    return _json_ready({
+    return json_ready({
         "run_dir": str(run.path),
         "recipe": {"name": info.name, "description": info.description, "model": info.model,
                    "dataset": info.dataset, "optimizer": info.optimizer, "loss": info.loss},

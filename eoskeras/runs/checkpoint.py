@@ -25,6 +25,21 @@ class CheckpointError(Exception):
     """A checkpoint is missing, damaged or does not fit the run."""
 
 
+_REMEDY = "start the run again with --overwrite, or choose another --out"
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The JSON object a run wrote to ``path`` (``state.json``, ``result.json``),
+    or a ``CheckpointError`` when it is missing or damaged."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise CheckpointError(f"cannot resume: {path} is missing or damaged ({err}); {_REMEDY}") from err
+    if not isinstance(record, dict):
+        raise CheckpointError(f"cannot resume: {path} holds {type(record).__name__}, not a JSON object; {_REMEDY}")
+    return record
+
+
 class Checkpointer:
     def __init__(self, run_dir: Path, network: keras.Model, optimizer: keras.optimizers.Optimizer,
                  monitor: SharpnessMonitor | None, stop: StopConditions, keep: int = 2) -> None:
@@ -51,15 +66,17 @@ class Checkpointer:
 
     def restore(self) -> dict[str, Any]:
         """Restore the newest complete checkpoint; returns its state record."""
+        state = read_record(self.directory / "state.json")
         try:
-            state = json.loads((self.directory / "state.json").read_text())
             self._checkpoint.restore(str(self.directory / state["checkpoint"])).assert_existing_objects_matched()
             if self.monitor is not None and "monitor" in state:
                 with np.load(self.directory / state["arrays"]) as arrays:
                     self.monitor.load_state(state["monitor"], dict(arrays))
             self.stop.load_state(state["stop"])
-        except (OSError, KeyError, ValueError, AssertionError, tf.errors.OpError) as err:
-            raise CheckpointError(f"cannot resume from {self.directory}: {err}") from err
+        # TensorFlow reports a truncated checkpoint file as an IndexError; TypeError: a field of the wrong type.
+        except (OSError, KeyError, TypeError, IndexError, ValueError, AssertionError, tf.errors.OpError) as err:
+            raise CheckpointError(f"cannot resume from {self.directory}: {type(err).__name__}: {err}; {_REMEDY}"
+                                  ) from err
         self.last_step = state["step"]
         return state
 

@@ -16,12 +16,17 @@ class RunDirectoryError(Exception):
 
 
 def is_run_directory(path: Path) -> bool:
-    """A run's or a sweep's directory (what eoskeras may replace on request)."""
-    return any((path / name).is_file() for name in (layout.RESULT, layout.RECIPE, layout.SWEEP_JSON))
+    """A run's or a sweep's directory (what eoskeras may replace on request).
+
+    environment.json counts: it is the first file a run writes, so a run killed
+    before its recipe.yaml must still be replaceable.
+    """
+    return any((path / name).is_file() for name in (layout.ENVIRONMENT, layout.RESULT, layout.RECIPE,
+                                                    layout.SWEEP_JSON))
 
 
-def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Make ``path`` ready for a new run (or check it can be resumed)."""
+def check(path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Raise ``RunDirectoryError`` unless ``prepare`` may use ``path`` as asked; changes nothing."""
     path = Path(path)
     if resume and overwrite:
         raise RunDirectoryError("--resume and --overwrite exclude each other")
@@ -31,14 +36,25 @@ def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Pat
             raise RunDirectoryError(f"{path}: nothing to resume (no {layout.RESULT} or {layout.RECIPE} there)")
         if not (path / layout.CHECKPOINTS / "state.json").is_file():
             raise RunDirectoryError(f"{path}: the run has no checkpoint yet; start it again with --overwrite")
-        return path
+        return
     if exists:
         if not overwrite:
             raise RunDirectoryError(
                 f"{path} already exists; pass --resume to continue that run, --overwrite to replace it, "
                 f"or --out to choose another directory")
+        if path.is_symlink():
+            raise RunDirectoryError(f"{path} is a symbolic link; refusing to delete what it points to")
         if not path.is_dir() or not is_run_directory(path):
             raise RunDirectoryError(f"{path} exists and is not an eoskeras run directory; refusing to delete it")
+
+
+def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Make ``path`` ready for a new run (or check it can be resumed)."""
+    path = Path(path)
+    check(path, resume=resume, overwrite=overwrite)
+    if resume:
+        return path
+    if overwrite and path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -14,7 +14,6 @@ result["status"], result["flatness"]["lambda_max"]
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
@@ -32,7 +31,7 @@ from eoskeras.data import DataSpec, load_data
 from eoskeras.models import build_model
 from eoskeras.recipes import Recipe, dump_recipe
 from eoskeras.runs import layout, rundir
-from eoskeras.runs.checkpoint import Checkpointer
+from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
 from eoskeras.runs.files import atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
@@ -160,13 +159,16 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
                progress: ProgressFactory | None = None, checkpoint_every: int | None = None,
                deterministic: bool = True) -> dict[str, Any]:
     """Train ``recipe`` into a run directory and return its ``result.json`` record."""
-    run_dir = rundir.prepare(Path(out_dir or recipe.output.dir), resume=resume, overwrite=overwrite)
+    run_dir = Path(out_dir or recipe.output.dir)
+    rundir.check(run_dir, resume=resume, overwrite=overwrite)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    # Data before the directory: a run that cannot load its data leaves nothing behind.
     p = prepare(recipe)
+    rundir.prepare(run_dir, resume=resume, overwrite=overwrite)
     result_path = run_dir / layout.RESULT
     if resume:
-        result = read_json(result_path)
+        result = read_record(result_path)
     else:
         atomic_write_json(run_dir / layout.ENVIRONMENT, environment_record(
             seed=recipe.seed, strategy=recipe.strategy, replicas=p.strategy.num_replicas_in_sync,
@@ -223,7 +225,3 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
         np.savez(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
     atomic_write_json(result_path, result)
     return result
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
