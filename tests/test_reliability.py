@@ -154,6 +154,14 @@ def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_p
     assert_clean_failure(result, 1, "cannot resume", "--overwrite")
 
 
+def test_resuming_with_a_different_recipe_is_refused(reference: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(reference, tmp_path / "run")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    result = invoke(*TRAIN, "--set", "optimizer.lr_relative=2.0", "--out", str(run), "--resume", "--quiet")
+    assert_clean_failure(result, 2, "optimizer.lr_relative", "1.5 -> 2.0")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("damage", ["checkpoint-files-deleted", "checkpoint-data-truncated"])
 def test_spectrum_of_a_damaged_run_gives_a_clear_error(reference: Path, tmp_path: Path, damage: str) -> None:
     run = shutil.copytree(reference, tmp_path / "run")

@@ -48,6 +48,34 @@ def check(path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
             raise RunDirectoryError(f"{path} exists and is not an eoskeras run directory; refusing to delete it")
 
 
+def _flat(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and key != "options":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_same_recipe(path: Path, recipe) -> None:
+    """Raise ``RunDirectoryError`` when resuming ``path`` with a recipe other
+    than the one it started with (the output directory may differ)."""
+    from eoskeras.recipes import RecipeError, load_recipe
+
+    try:
+        recorded = load_recipe(Path(path) / layout.RECIPE)
+    except RecipeError as err:
+        raise RunDirectoryError(f"{path}: its {layout.RECIPE} cannot be read ({err}); start again with --overwrite") from err
+    old, new = _flat(recorded.to_dict()), _flat(recipe.to_dict())
+    changed = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
+               if key != "output.dir" and old.get(key) != new.get(key)]
+    if changed:
+        raise RunDirectoryError(
+            f"{path}: the recipe differs from the one this run started with ({'; '.join(changed)}); "
+            "resume with the same recipe and overrides, or start a new run with --out or --overwrite")
+
+
 def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Make ``path`` ready for a new run (or check it can be resumed)."""
     path = Path(path)

@@ -161,6 +161,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
     """Train ``recipe`` into a run directory and return its ``result.json`` record."""
     run_dir = Path(out_dir or recipe.output.dir)
     rundir.check(run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        rundir.check_same_recipe(run_dir, recipe)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     # Data before the directory: a run that cannot load its data leaves nothing behind.
