@@ -29,9 +29,7 @@ def _from_run(run_dir: Path):
     # TensorFlow reports a truncated checkpoint file as an IndexError.
     except (IndexError, ValueError, tf.errors.OpError) as err:
         fail(f"{run_dir}: cannot read the weights from {latest} ({type(err).__name__}: {err})", 1)
-    c = recipe.curvature
-    return prepared.network, recipe.loss, *prepared.hessian, dict(bn_mode=c.bn_mode, dtype=c.dtype,
-                                                                     micro_batch_size=c.micro_batch_size)
+    return prepared.oracle  # in the run's own curvature modes
 
 
 def _with_data(network, dataset: str, examples: int, loss: str):
@@ -47,7 +45,9 @@ def _with_data(network, dataset: str, examples: int, loss: str):
     if tuple(network.input_shape[1:]) != bundle.input_shape or network.output_shape[-1] != info.num_classes:
         fail(f"the model maps {network.input_shape} to {network.output_shape}, but --dataset {dataset} has inputs "
              f"{(None, *bundle.input_shape)} and {info.num_classes} classes", 2)
-    return network, loss, bundle.x_train, bundle.y_train, {}
+    from eoskeras.curvature.oracle import HessianOracle
+
+    return HessianOracle(network, loss, bundle.x_train, bundle.y_train)
 
 
 def _demo(dataset: str, examples: int, loss: str):
@@ -67,23 +67,22 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
 
     try:
         if source is None:
-            network, loss, x, y, options = _demo(dataset, examples, loss)
-            what = f"demo network mlp3_nh32 at initialisation on {len(x)} {dataset} examples"
+            oracle = _demo(dataset, examples, loss)
+            what = f"demo network mlp3_nh32 at initialisation on {oracle.num_examples} {dataset} examples"
         elif Path(source).is_dir():
-            network, loss, x, y, options = _from_run(Path(source))
+            oracle = _from_run(Path(source))
             what = f"final weights of {source}"
         elif Path(source).is_file():
             try:
                 model = keras.saving.load_model(source, compile=False, safe_mode=True)
             except Exception as err:  # Keras raises many types for a bad file
                 fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
-            network, loss, x, y, options = _with_data(model, dataset, examples, loss)
-            what = f"saved model {source} on {len(x)} {dataset} examples"
+            oracle = _with_data(model, dataset, examples, loss)
+            what = f"saved model {source} on {oracle.num_examples} {dataset} examples"
         else:
             fail(f"{source}: no such run directory or saved model", 2)
     except DataUnavailableError as err:
         fail(str(err), 1)
-    oracle = eoskeras.HessianOracle(network, loss, x, y, **options)
     if not math.isfinite(oracle.loss()):
         fail(f"{what}: the loss is not finite there (the run diverged?), so there is no spectrum to measure", 1)
     spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)

@@ -79,6 +79,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def keep_jsonl_until(path: Path, step: int) -> list[dict[str, Any]]:
+    """Drop the rows after ``step`` from a JSON-lines file (atomic replace); the kept rows."""
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(dumps(r) + "\n" for r in rows))
+    return rows
+
+
 class MetricsLog:
     """Per-step metrics as JSON lines and CSV, appended as training runs.
 
@@ -106,8 +113,7 @@ class MetricsLog:
     def keep_until(self, step: int) -> None:
         """Drop rows after ``step`` (resuming from a checkpoint at ``step``),
         replacing both files atomically."""
-        rows = [r for r in self.rows() if r.get("step", 0) <= step]
-        atomic_write_text(self.jsonl, "".join(dumps(r) + "\n" for r in rows))
+        rows = keep_jsonl_until(self.jsonl, step)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.columns)

@@ -18,7 +18,7 @@ import numpy as np
 
 from eoskeras.runs import layout
 from eoskeras.runs.checkpoint import Checkpointer
-from eoskeras.runs.files import MetricsLog, append_line, atomic_save_npy, dumps
+from eoskeras.runs.files import MetricsLog, append_line, atomic_save_npy, dumps, keep_jsonl_until
 from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.thresholds import current_learning_rate
 
@@ -44,8 +44,7 @@ class RunRecorder(keras.callbacks.Callback):
     def resume_from(self, step: int) -> None:
         """Forget what was written after the checkpoint at ``step``."""
         self.metrics.keep_until(step)
-        MetricsLog(self.run_dir / layout.CURVATURE, self.run_dir / ".curvature.csv", ["step"]).keep_until(step)
-        (self.run_dir / ".curvature.csv").unlink(missing_ok=True)
+        keep_jsonl_until(self.run_dir / layout.CURVATURE, step)
         self._curvature_written = len(self.monitor.records) if self.monitor else 0
 
     def _step(self) -> int:

@@ -56,6 +56,7 @@ class Prepared:
     model: FullBatchModel
     hessian: tuple[np.ndarray, np.ndarray]
     strategy: tf.distribute.Strategy
+    oracle: HessianOracle  # one curvature twin, shared by lr resolution, monitor and flatness
 
 
 def _data(recipe: Recipe):
@@ -88,14 +89,11 @@ def prepare(recipe: Recipe) -> Prepared:
             model = FullBatchModel(network, loss=recipe.loss, physical_batch_size=recipe.training.physical_batch_size)
     finally:
         keras.config.set_dtype_policy(policy)
-    n = recipe.curvature.hessian_size
-    return Prepared(recipe, data, network, model, (data.x_train[:n], data.y_train[:n]), strategy)
-
-
-def _oracle(p: Prepared) -> HessianOracle:
-    c = p.recipe.curvature
-    return HessianOracle(p.network, p.recipe.loss, *p.hessian, micro_batch_size=c.micro_batch_size,
-                         bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode, strategy=p.strategy)
+    c = recipe.curvature
+    hessian = (data.x_train[:c.hessian_size], data.y_train[:c.hessian_size])
+    oracle = HessianOracle(network, recipe.loss, *hessian, micro_batch_size=c.micro_batch_size, bn_mode=c.bn_mode,
+                           dtype=c.dtype, hvp_mode=c.hvp_mode, strategy=strategy)
+    return Prepared(recipe, data, network, model, hessian, strategy, oracle)
 
 
 def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
@@ -107,7 +105,7 @@ def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
     o = p.recipe.optimizer
     probe = _optimizer(p.recipe, o.lr or 1.0)
     probe.build(p.network.trainable_variables)
-    op, preconditioned = curvature_operator(_oracle(p), probe)
+    op, preconditioned = curvature_operator(p.oracle, probe)
     spectrum = lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed)
     sharpness = spectrum.lambda_max
     lr = o.lr if o.lr is not None else o.lr_relative * threshold_learning_rate(
@@ -121,10 +119,8 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     c, s, f = r.curvature, r.training.stop, r.flatness
     monitor = None
     if c.enabled:
-        monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol,
-                                   bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode,
-                                   micro_batch_size=c.micro_batch_size, seed=r.seed, max_hvps=c.max_iterations,
-                                   strategy=p.strategy)
+        monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
+                                   max_hvps=c.max_iterations, oracle=p.oracle)
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
                           max_steps=r.training.max_steps, divergence_factor=s.divergence_factor)
     flatness = None
@@ -132,9 +128,8 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
         flatness = FlatnessReport(*p.hessian, p.data.x_test, p.data.y_test, loss=r.loss, top_k=c.top_k,
                                   trace_hvps=f.trace_samples, rho=f.rho, noise_sigma=f.noise_sigma,
                                   noise_samples=f.noise_samples,
-                                  density_steps=f.density_lanczos_steps if f.density else 0,
-                                  bn_mode=c.bn_mode, dtype=c.dtype, hvp_mode=c.hvp_mode,
-                                  micro_batch_size=c.micro_batch_size, seed=r.seed, strategy=p.strategy)
+                                  density_steps=f.density_lanczos_steps if f.density else 0, seed=r.seed,
+                                  oracle=p.oracle)
     return monitor, stop, flatness
 
 

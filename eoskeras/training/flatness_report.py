@@ -40,13 +40,14 @@ class FlatnessReport(keras.callbacks.Callback):
         noise_sigma, noise_samples: Gaussian weight-noise std and draws.
         density_steps: Lanczos steps per SLQ vector (0: no density).
         strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
+        oracle: an existing oracle over (x, y) to reuse (its modes then apply).
     """
 
     def __init__(self, x, y, x_test=None, y_test=None, *, loss: Any = None, top_k: int = 5, tol: float = 1e-4,
                  trace_hvps: int = 99, rho: float = 0.05, noise_sigma: float = 0.01, noise_samples: int = 10,
                  density_steps: int = 0, density_vectors: int = 4, bn_mode: str = "batch", dtype: str = "float32",
                  hvp_mode: str = "reverse", micro_batch_size: int = 1000, seed: int = 0,
-                 strategy=None) -> None:
+                 strategy=None, oracle: HessianOracle | None = None) -> None:
         super().__init__()
         self.x, self.y, self.x_test, self.y_test, self.loss = x, y, x_test, y_test, loss
         self.top_k, self.tol, self.trace_hvps, self.rho = top_k, tol, trace_hvps, rho
@@ -57,6 +58,7 @@ class FlatnessReport(keras.callbacks.Callback):
         self.result: dict[str, Any] | None = None
         self.spectrum = None
         self.density: SpectralDensity | None = None
+        self.oracle = oracle
 
     def on_train_end(self, logs=None):
         if not self._diverged():
@@ -67,7 +69,7 @@ class FlatnessReport(keras.callbacks.Callback):
 
     def measure(self, model: keras.Model) -> dict[str, Any]:
         network, loss = network_of(model), loss_of(model, self.loss)
-        oracle = HessianOracle(network, loss, self.x, self.y, **self.oracle_options)
+        oracle = self.oracle or HessianOracle(network, loss, self.x, self.y, **self.oracle_options)
         self.spectrum = lanczos(oracle, k=self.top_k, tol=self.tol, seed=self.seed)
         trace = hutchpp_trace(oracle, self.trace_hvps, seed=self.seed)
         noise, noise_stderr = noise_sharpness(oracle, self.noise_sigma, self.noise_samples, seed=self.seed)

@@ -76,12 +76,13 @@ class SharpnessMonitor(keras.callbacks.Callback):
         keep_vectors: keep every measurement's eigenvectors in
             ``vector_history`` (for saving), not only the first and latest.
         strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
+        oracle: an existing oracle over (x, y) to reuse (its modes then apply).
     """
 
     def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
                  bn_mode: str = "batch", dtype: str = "float32", hvp_mode: str = "reverse",
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
-                 keep_vectors: bool = False, strategy=None) -> None:
+                 keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
@@ -94,7 +95,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.vector_history: list[tuple[int, np.ndarray]] = []
         self.first_vectors: np.ndarray | None = None
         self.latest_logs: dict[str, float] = {}
-        self._oracle: HessianOracle | None = None
+        self._oracle: HessianOracle | None = oracle
 
     # ---------------------------------------------------------------- Keras
     def on_train_begin(self, logs=None):
