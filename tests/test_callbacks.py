@@ -5,6 +5,7 @@ import csv
 
 import keras
 import numpy as np
+import tensorflow as tf
 import pytest
 
 import eoskeras
@@ -77,9 +78,26 @@ def test_stops_on_the_accuracy_goal_after_patience_steps():
     stop = eoskeras.StopConditions(train_accuracy=0.9, patience=3, divergence_factor=None)
     history = model.fit_full_batch(x, y, steps=500, callbacks=[stop])
     acc = history.history["accuracy"]
-    assert stop.reason.startswith("train accuracy >= 0.9 for 3") and not stop.diverged
+    assert stop.reason.startswith("train accuracy >= 0.9 for 3") and not stop.diverged and stop.outcome == "goal"
     assert all(a >= 0.9 for a in acc[-3:]) and len(acc) < 500
     assert not all(a >= 0.9 for a in acc[-4:]) or len(acc) == 3
+
+
+def test_a_run_that_never_learns_is_stalled_and_one_out_of_steps_says_so():
+    """The paper's abort rule (mean train accuracy < 0.11 over 100 steps), apart from running out of steps."""
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # never learns: accuracy stays at its start
+    start = float(model.accumulate(tf.constant(x), tf.constant(y), gradients=False)[1])
+    stalled = eoskeras.StopConditions(train_accuracy=0.999, stall_accuracy=start + 0.01, stall_window=5,
+                                      divergence_factor=None)
+    history = model.fit_full_batch(x, y, steps=50, callbacks=[stalled])
+    assert stalled.outcome == "stalled" and not stalled.diverged and len(history.history["loss"]) == 5
+    assert stalled.reason.startswith("stalled: mean train accuracy over 5 epochs")
+    never = eoskeras.StopConditions(train_accuracy=0.999, stall_accuracy=start - 0.01, stall_window=5,
+                                    max_steps=8, divergence_factor=None)
+    model.fit_full_batch(x, y, steps=50, callbacks=[never])
+    assert never.outcome == "max_steps" and never.reason == "reached max_steps=8"
 
 
 def test_flatness_report_against_its_definitions():

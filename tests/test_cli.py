@@ -38,7 +38,7 @@ def test_train_produces_every_artifact(short_run: Path):
     assert [c["step"] for c in curvature] == [0, 5, 10, 15, 20]
     assert all((short_run / layout.eigenvector_file(c["step"])).is_file() for c in curvature)
     result = json.loads((short_run / layout.RESULT).read_text())
-    assert result["status"] == "completed" and result["stop_step"] == 20
+    assert result["status"] == "max_steps" and result["stop_step"] == 20
     assert result["lr"] == pytest.approx(1.5 * 2 / result["initial_sharpness"])
     assert set(result["flatness"]) >= {"lambda_max", "trace", "rho_sharpness", "noise_sharpness", "test_accuracy",
                                        "accuracy_gap", "hessian"}
@@ -55,7 +55,7 @@ def test_report_rerenders_from_the_files_alone(short_run: Path):
     result = cli("report", str(short_run), "--json")
     assert result.exit_code == 0
     summary = json.loads(result.output)
-    assert summary["status"] == "completed"
+    assert summary["status"] == "max_steps"
     assert len(list((short_run / layout.PLOTS).glob("*.png"))) == 5
 
 

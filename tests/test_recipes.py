@@ -20,8 +20,8 @@ from eoskeras.recipes import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = ("cifar10_clipped_adam", "cifar10_fc_tanh_mse", "cifar10_resnet", "cifar10_vgg",
-           "fashion_mnist_mlp", "mnist5k_sgd", "quickstart")
+BUNDLED = ("cifar10_clipped_adam", "cifar10_fc_tanh_mse", "cifar10_resnet", "cifar10_vgg", "digits_resnet",
+           "digits_vgg", "fashion_mnist_mlp", "mnist5k_sgd", "quickstart")
 
 # The smallest valid recipe, one line per top-level key; cases swap lines.
 BASE = {"name": "t", "data": "{dataset: mnist5k}", "model": "{name: fc-tanh}",
@@ -260,7 +260,9 @@ CASES = [
     ("options-a-list", doc(model="{name: fc-tanh, options: [width]}"), "model.options",
      "a mapping of model options"),
     ("bad-strategy", doc(strategy="horovod"), "strategy", "mirrored"),
-    ("bad-bn-mode", doc(curvature="{bn_mode: train}"), "curvature.bn_mode", "inference"),
+    ("removed-bn-mode", doc(curvature="{bn_mode: inference}"), "curvature.bn_mode", "also_inference"),
+    ("bad-also-inference", doc(curvature="{also_inference: sometimes}"), "curvature.also_inference", "true"),
+    ("bad-stall-accuracy", doc(training="{stop: {stall_accuracy: 1.5}}"), "training.stop.stall_accuracy", "1"),
     ("bad-data-dtype", doc(data="{dataset: mnist5k, dtype: float16}"), "data.dtype", "float32"),
     ("bad-curvature-dtype", doc(curvature="{dtype: bfloat16}"), "curvature.dtype", "float64"),
     ("bad-hvp-mode", doc(curvature="{hvp_mode: both}"), "curvature.hvp_mode", "forward"),

@@ -96,7 +96,7 @@ def test_sigkill_at_arbitrary_steps_then_resume_reproduces_the_uninterrupted_run
         assert_appended_whole(out, finished=False)
     resumed = eoskeras_process(*TRAIN, "--out", str(out), "--resume", "--quiet")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-    assert status(out) == "completed"
+    assert status(out) == "max_steps"
     assert_appended_whole(out, finished=True)
     assert trajectory(out) == trajectory(reference)
 
@@ -214,7 +214,7 @@ def test_sweep_over_a_factor_of_100_records_divergence_and_marks_non_finite_valu
     points = json.loads((out / layout.SWEEP_JSON).read_text())["points"]
     with open(out / layout.SWEEP_CSV, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [p["status"] for p in points] == [r["status"] for r in rows] == ["completed", "completed", "diverged"]
+    assert [p["status"] for p in points] == [r["status"] for r in rows] == ["max_steps", "max_steps", "diverged"]
     diverged, row = points[2], rows[2]
     run = out / diverged["run_dir"]
     recorded = json.loads((run / layout.RESULT).read_text())

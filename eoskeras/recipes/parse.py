@@ -23,7 +23,7 @@ from eoskeras.recipes.errors import MISSING, RecipeError, kind_of
 from eoskeras.recipes.fields import suggest
 from eoskeras.recipes.resolve import resolve
 from eoskeras.recipes.rules import check_rules
-from eoskeras.recipes.schema import Recipe, fields_of, is_required
+from eoskeras.recipes.schema import REMOVED_KEYS, Recipe, fields_of, is_required
 
 TOP_LEVEL = "(top level)"
 
@@ -70,9 +70,10 @@ def _parse_section(cls: type, raw: Any, path: str, errors: list[RecipeError]) ->
     before = len(errors)
     for key, value in raw.items():
         if not isinstance(key, str) or key not in fields:
-            errors.append(RecipeError(join(path, str(key)), value,
-                                      "one of the keys " + ", ".join(fields),
-                                      "unknown key" + suggest(str(key), fields)))
+            sub = join(path, str(key))
+            problem = ("no longer a setting: " + REMOVED_KEYS[sub] if sub in REMOVED_KEYS
+                       else "unknown key" + suggest(str(key), fields))
+            errors.append(RecipeError(sub, value, "one of the keys " + ", ".join(fields), problem))
     values: dict[str, Any] = {}
     for name, field in fields.items():
         sub = join(path, name)

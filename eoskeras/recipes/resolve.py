@@ -49,8 +49,10 @@ def resolve(recipe: Recipe) -> Recipe:
     curvature = replace(
         recipe.curvature,
         hessian_size=_or(recipe.curvature.hessian_size, data.train_size),
+        # The train step's chunks: with BatchNorm they define the loss itself.
         micro_batch_size=_or(recipe.curvature.micro_batch_size,
-                             recipe.training.physical_batch_size),
+                             min(recipe.training.physical_batch_size,
+                                 recipe.training.batch_size or recipe.training.physical_batch_size)),
     )
     output = replace(recipe.output, dir=_or(recipe.output.dir, f"runs/{recipe.name}"))
     return replace(recipe, data=data, optimizer=optimizer, training=training,

@@ -36,7 +36,6 @@ LABELS = ("auto", "integer", "onehot")
 DTYPES = ("float32", "float64")
 LOSSES = ("cross_entropy", "mse")
 CLIP_MODES = ("ub", "lb")
-BN_MODES = ("batch", "inference")
 HVP_MODES = ("reverse", "forward")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -62,6 +61,15 @@ _NAME = Text(re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
              "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 _POSITIVE = Number(low=0, low_open=True)
 _UNIT_OPEN_TOP = Number(low=0, high=1, high_open=True)
+
+
+# Keys that recipes once had, with what replaces them: named in the error
+# instead of a bare "unknown key".
+REMOVED_KEYS: dict[str, str] = {
+    "curvature.bn_mode": "the sharpness compared with the threshold is always that of the loss the train step "
+                         "optimises (BatchNorm batch statistics of its chunks); set curvature.also_inference: "
+                         "true to also record the inference-mode (moving statistics) sharpness",
+}
 
 
 def setting(kind: Kind, doc: str, default: Any = dataclasses.MISSING) -> Any:
@@ -174,6 +182,11 @@ class StopSpec:
     divergence_factor: float | None = setting(
         Nullable(Number(low=1, low_open=True)),
         "diverged when loss exceeds this times the initial loss; null = only on NaN", 1000.0)
+    stall_accuracy: float | None = setting(
+        Nullable(Number(low=0, high=1, low_open=True)),
+        "stalled when the mean training accuracy over stall_window steps stays below this "
+        "(the paper: 0.11); null = never", None)
+    stall_window: int = setting(Integer(), "steps the stall_accuracy mean is taken over", 100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,9 +214,10 @@ class CurvatureSpec:
     top_k: int = setting(Integer(high=100), "eigenpairs of largest eigenvalue", 10)
     hessian_size: int | None = setting(Nullable(Integer()),
                                        "the first N training examples; null = all", None)
-    bn_mode: str = setting(Choice(BN_MODES), "BatchNorm statistics while differentiating: "
-                                             "of the batch (as trained) or moving averages",
-                           "batch")
+    also_inference: bool = setting(
+        Flag(), "also measure lambda_max with BatchNorm in inference mode (moving statistics, the "
+                "paper's convention), recorded apart; the threshold ratio is always that of the "
+                "trained loss (batch statistics of the train step's chunks)", False)
     dtype: str = setting(Choice(DTYPES), "floating-point type of Hessian-vector products",
                          "float32")
     hvp_mode: str = setting(Choice(HVP_MODES),
@@ -213,7 +227,9 @@ class CurvatureSpec:
     max_iterations: int = setting(Integer(high=10_000),
                                   "eigensolver (Lanczos) iterations at most; >= top_k", 100)
     micro_batch_size: int | None = setting(Nullable(Integer()),
-                                           "examples per HVP chunk; null = physical_batch_size",
+                                           "examples per HVP chunk; null = the train step's chunks "
+                                           "(physical_batch_size, or batch_size when smaller); with "
+                                           "BatchNorm it must be those chunks",
                                            None)
 
 

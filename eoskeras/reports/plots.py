@@ -31,6 +31,8 @@ from eoskeras.runs import layout  # noqa: E402
 STEP_LABEL = "step (optimizer updates)"
 DIVERGED_STYLE = dict(marker="x", color="red", markersize=9, markeredgewidth=2, linestyle="none")
 MISSING_STYLE = dict(marker="o", color="grey", markerfacecolor="none", linestyle="none")
+# A run that ended without reaching its goal (out of steps, stalled): hollow.
+SHORT_STYLE = dict(marker="o", color="C1", markerfacecolor="none", markersize=9, linestyle="none")
 
 
 def _figure(nrows: int, ncols: int, title: str, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
@@ -122,7 +124,12 @@ def _threshold_line(ax: Axes, run: RunData) -> None:
 
 def _sharpness(run: RunData, path: Path) -> Path:
     fig, (top, bottom) = _figure(2, 1, run.info.title, (9, 6.5))
-    _line(top, run.curvature, "lambda_max", label=_lambda_label(run), color="C3", marker=".")
+    _line(top, run.curvature, "lambda_max", label=f"{_lambda_label(run)} of the trained loss", color="C3", marker=".")
+    if run.curvature.has("lambda_max_inference"):
+        # the paper's convention, never compared with the threshold
+        _line(top, run.curvature, "lambda_max_inference", label=f"{_lambda_label(run)}, BatchNorm inference mode "
+              "(moving statistics; not the trained loss)", color="C7", linestyle="--", marker=".")
+        top.set_yscale("log")
     _threshold_line(top, run)
     top.set(ylabel="sharpness", title=f"{_lambda_label(run)} against the stability threshold")
     if run.curvature.has("sharpness_ratio"):
@@ -222,8 +229,12 @@ def _sweep_panel(ax: Axes, sweep: SweepData, name: str, ylabel: str, scale: floa
     """Plot one column of the sweep against η; returns the (scaled) values."""
     lr, values = _sweep_array(sweep, "lr"), scale * _sweep_array(sweep, name)
     diverged = np.array([p.status == "diverged" for p in sweep.points])
+    short = np.array([p.status in ("max_steps", "stalled") for p in sweep.points])
     finite = np.isfinite(values)
     ax.plot(lr[finite & ~diverged], values[finite & ~diverged], "o-", color="C0", label=ylabel)
+    if (finite & short).any():
+        ax.plot(lr[finite & short], values[finite & short], **SHORT_STYLE, label="goal not reached (out of steps "
+                "or stalled)")
     if (finite & diverged).any():
         ax.plot(lr[finite & diverged], values[finite & diverged], **DIVERGED_STYLE, label="diverged run")
     # room below the data for the edge markers of missing values

@@ -77,7 +77,8 @@ class Result:
     stop_reason: str | None = None
     stop_step: int | None = None
     wall_seconds: float | None = None
-    initial_sharpness: float | None = None
+    initial_sharpness: float | None = None  # of the trained loss
+    initial_sharpness_inference: float | None = None  # BatchNorm inference mode, for comparison
     lr: float | None = None
     lr_relative: float | None = None
     threshold: float | None = None
@@ -239,7 +240,7 @@ def load_result(run_dir: Path, warnings: list[str]) -> Result:
     if data is None:
         return Result()
     number = {k: as_float(data.get(k)) for k in
-              ("wall_seconds", "initial_sharpness", "lr", "lr_relative", "threshold")}
+              ("wall_seconds", "initial_sharpness", "initial_sharpness_inference", "lr", "lr_relative", "threshold")}
     stop_step = as_float(data.get("stop_step"))
     flatness = data.get("flatness")
     return Result(status=str(data.get("status", "unknown")), stop_reason=data.get("stop_reason"),

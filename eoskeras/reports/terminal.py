@@ -25,7 +25,8 @@ from eoskeras.reports.formatting import MISSING, as_float, fmt, fmt_pm, fmt_seco
 from eoskeras.reports.rundata import RunData, environment_summary, load_run, threshold_crossings
 from eoskeras.reports.sweepdata import SweepData, load_sweep
 
-STATUS_STYLES = {"completed": "green", "diverged": "bold red", "interrupted": "yellow", "running": "cyan"}
+STATUS_STYLES = {"goal_reached": "green", "max_steps": "cyan", "stalled": "bold yellow", "diverged": "bold red",
+                 "interrupted": "yellow", "running": "cyan", "completed": "green"}  # "completed": runs before 0.2
 MAX_LISTED_STEPS = 8
 
 
@@ -60,8 +61,11 @@ def _lr_text(run: RunData) -> str:
     optimizer = run.recipe.get("optimizer")
     lr = r.lr if r.lr is not None else (optimizer.get("lr") if isinstance(optimizer, dict) else None)
     if r.lr_relative is not None:
-        return (f"η = {fmt(lr)} = {fmt(r.lr_relative, '.3g')} × the threshold step size of the initial "
-                f"sharpness λ₀ = {fmt(r.initial_sharpness)}")
+        text = (f"η = {fmt(lr)} = {fmt(r.lr_relative, '.3g')} × the threshold step size of the initial "
+                f"sharpness λ₀ = {fmt(r.initial_sharpness)} (the trained loss)")
+        if r.initial_sharpness_inference is not None:
+            text += f"; BatchNorm inference mode λ₀ = {fmt(r.initial_sharpness_inference)}, not used"
+        return text
     return f"η = {fmt(lr)}" + (" (set in the recipe)" if lr is not None else "")
 
 
@@ -164,6 +168,9 @@ def _stability(run: RunData) -> Group | Text:
     table.add_column()
     label = "λ_max(P⁻¹H)" if run.preconditioned else "λ_max"
     table.add_row("initial sharpness λ₀", styled(fmt(run.result.initial_sharpness)))
+    if c.has("lambda_max_inference"):
+        table.add_row(f"latest {label}, BatchNorm inference mode",
+                      f"{fmt(c.latest('lambda_max_inference'))} (moving statistics; not compared with the threshold)")
     table.add_row(f"latest {label} vs threshold",
                   f"{fmt(c.latest('lambda_max'))} vs {fmt(c.latest('threshold'))} "
                   f"(ratio {fmt(c.latest('sharpness_ratio'), '.3f')}) at step {fmt(c.latest('step'), '.0f')}")
@@ -249,7 +256,8 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "recipe": {"name": info.name, "description": info.description, "model": info.model,
                    "dataset": info.dataset, "optimizer": info.optimizer, "loss": info.loss},
         "status": r.status, "stop_reason": r.stop_reason, "stop_step": r.stop_step, "wall_seconds": r.wall_seconds,
-        "lr": r.lr, "lr_relative": r.lr_relative, "initial_sharpness": r.initial_sharpness, "threshold": r.threshold,
+        "lr": r.lr, "lr_relative": r.lr_relative, "initial_sharpness": r.initial_sharpness,
+        "initial_sharpness_inference": r.initial_sharpness_inference, "threshold": r.threshold,
         "last_logged": {k: m.latest(k) for k in ("step", "loss", "accuracy", "val_loss", "val_accuracy")},
         "curvature_measurements": len(run.curvature),
         "preconditioned": run.preconditioned,

@@ -17,7 +17,7 @@ run, or repeat it:
 - ``checkpoints/``     ``tf.train.Checkpoint`` files and ``state.json``
 - ``tensorboard/``     TensorBoard event files
 - ``density.npz``      final spectral density: grid, density, nodes, weights
-- ``result.json``      status (running/completed/diverged/interrupted),
+- ``result.json``      status (see STATUSES),
                        stop_reason, stop_step, wall_seconds, initial
                        sharpness, resolved lr, threshold, final flatness
 - ``plots/``           PNG plots
@@ -42,7 +42,11 @@ PLOTS = "plots"
 SWEEP_JSON = "sweep.json"
 SWEEP_CSV = "sweep.csv"
 
-STATUSES = ("running", "completed", "diverged", "interrupted")
+# How a run ended: the accuracy/loss goal reached, out of steps, stalled (the
+# paper's rule: mean training accuracy below a floor), diverged, interrupted.
+STATUSES = ("running", "goal_reached", "max_steps", "stalled", "diverged", "interrupted")
+# StopConditions.outcome -> result status.
+OUTCOME_STATUS = {"goal": "goal_reached", "max_steps": "max_steps", "stalled": "stalled", "diverged": "diverged"}
 
 
 def eigenvector_file(step: int) -> str:

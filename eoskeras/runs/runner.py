@@ -29,7 +29,8 @@ from eoskeras.curvature.lanczos import lanczos
 from eoskeras.curvature.oracle import HessianOracle
 from eoskeras.data import DataSpec, load_data
 from eoskeras.models import build_model
-from eoskeras.recipes import Recipe, dump_recipe
+from eoskeras.models.inspection import has_batch_norm
+from eoskeras.recipes import Recipe, RecipeError, dump_recipe
 from eoskeras.runs import layout, rundir
 from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
@@ -48,7 +49,17 @@ ProgressFactory = Callable[[int, int], keras.callbacks.Callback]
 
 @dataclass
 class Prepared:
-    """Everything built from a recipe before training starts."""
+    """Everything built from a recipe before training starts.
+
+    ``oracle`` is the loss the train step optimises (BatchNorm with the batch
+    statistics of the train step's own chunks), restricted to the Hessian's
+    examples: the monitor and the final flatness measure it. ``trained`` is
+    that loss over every training example, which ``lr_relative`` is resolved
+    on (the same object when the Hessian uses every example). ``inference``
+    is the same data with BatchNorm's moving statistics, for networks with
+    BatchNorm only: the paper's convention, recorded apart and never compared
+    with the threshold.
+    """
 
     recipe: Recipe
     data: Any
@@ -56,7 +67,9 @@ class Prepared:
     model: FullBatchModel
     hessian: tuple[np.ndarray, np.ndarray]
     strategy: tf.distribute.Strategy
-    oracle: HessianOracle  # one curvature twin, shared by lr resolution, monitor and flatness
+    oracle: HessianOracle
+    trained: HessianOracle
+    inference: HessianOracle | None
 
 
 def _data(recipe: Recipe):
@@ -66,7 +79,8 @@ def _data(recipe: Recipe):
                               data_dir=d.data_dir, download=d.download))
 
 
-def _optimizer(recipe: Recipe, lr: float) -> keras.optimizers.Optimizer:
+def recipe_optimizer(recipe: Recipe, lr: float) -> keras.optimizers.Optimizer:
+    """The recipe's optimiser at step size ``lr``, with its warm-up."""
     o = recipe.optimizer
     hyper = {"momentum": o.momentum, "beta_1": o.beta_1, "epsilon": o.epsilon, "clip_value": o.clip_value,
              "clip_mode": o.clip_mode}
@@ -90,28 +104,72 @@ def prepare(recipe: Recipe) -> Prepared:
     finally:
         keras.config.set_dtype_policy(policy)
     c = recipe.curvature
+    batch_norm = has_batch_norm(network)
+    if batch_norm:
+        _check_ghost_batches(recipe)
     hessian = (data.x_train[:c.hessian_size], data.y_train[:c.hessian_size])
-    oracle = HessianOracle(network, recipe.loss, *hessian, micro_batch_size=c.micro_batch_size, bn_mode=c.bn_mode,
-                           dtype=c.dtype, hvp_mode=c.hvp_mode, strategy=strategy)
-    return Prepared(recipe, data, network, model, hessian, strategy, oracle)
+
+    def oracle_over(x, y, bn_mode: str = "batch") -> HessianOracle:
+        return HessianOracle(network, recipe.loss, x, y, micro_batch_size=c.micro_batch_size, bn_mode=bn_mode,
+                             dtype=c.dtype, hvp_mode=c.hvp_mode, strategy=strategy)
+
+    oracle = oracle_over(*hessian)
+    trained = oracle if c.hessian_size == len(data.x_train) else oracle_over(data.x_train, data.y_train)
+    inference = oracle_over(*hessian, bn_mode="inference") if batch_norm else None
+    return Prepared(recipe, data, network, model, hessian, strategy, oracle, trained, inference)
+
+
+def trained_chunk_size(recipe: Recipe) -> int:
+    """Examples per chunk of the train step: BatchNorm's ghost batches."""
+    t = recipe.training
+    return min(t.physical_batch_size, t.batch_size or t.physical_batch_size)
+
+
+def _check_ghost_batches(recipe: Recipe) -> None:
+    """With BatchNorm, grouping examples differently changes the loss itself:
+    the Hessian must group them as the train step does."""
+    c, chunk = recipe.curvature, trained_chunk_size(recipe)
+    if c.micro_batch_size != chunk:
+        raise RecipeError("curvature.micro_batch_size", c.micro_batch_size,
+                          f"null or {chunk} (the train step's chunks) for a network with BatchNorm",
+                          "BatchNorm statistics over other chunks make another loss than the one trained")
+    if c.hessian_size != recipe.data.train_size and c.hessian_size % chunk:
+        raise RecipeError("curvature.hessian_size", c.hessian_size,
+                          f"data.train_size or a multiple of {chunk} (the train step's chunks) for a network "
+                          "with BatchNorm", "its last chunk would have other BatchNorm statistics than training")
 
 
 def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
     """The absolute step size, and the initial sharpness it was resolved from.
 
-    For adaptive optimisers the sharpness is the preconditioned one, with the
-    preconditioner of the first step.
+    The sharpness is always that of the loss the train step optimises (every
+    training example, BatchNorm statistics of the train step's chunks), so
+    ``lr_relative`` is the multiple of the threshold that training really
+    faces. For adaptive optimisers it is the preconditioned sharpness, with
+    the preconditioner of the first step. Networks with BatchNorm also record
+    the inference-mode sharpness (moving statistics), for comparison only.
     """
     o = p.recipe.optimizer
-    probe = _optimizer(p.recipe, o.lr or 1.0)
+    probe = recipe_optimizer(p.recipe, o.lr or 1.0)
     probe.build(p.network.trainable_variables)
-    op, preconditioned = curvature_operator(p.oracle, probe)
-    spectrum = lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed)
+
+    def initial_sharpness(oracle: HessianOracle):
+        op, preconditioned = curvature_operator(oracle, probe)
+        return lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed), preconditioned
+
+    spectrum, preconditioned = initial_sharpness(p.trained)
     sharpness = spectrum.lambda_max
     lr = o.lr if o.lr is not None else o.lr_relative * threshold_learning_rate(
         o.name, sharpness, momentum=o.momentum or 0.0, beta_1=o.beta_1 or 0.0)
-    return {"lr": float(lr), "lr_relative": o.lr_relative, "initial_sharpness": sharpness,
-            "initial_sharpness_preconditioned": preconditioned, "initial_sharpness_hvps": spectrum.num_hvps}
+    record = {"lr": float(lr), "lr_relative": o.lr_relative, "initial_sharpness": sharpness,
+              "initial_sharpness_preconditioned": preconditioned, "initial_sharpness_hvps": spectrum.num_hvps,
+              "initial_sharpness_converged": spectrum.converged, "initial_sharpness_mode": p.trained.describe()}
+    if p.inference is not None:
+        inference, _ = initial_sharpness(p.inference)
+        record.update(initial_sharpness_inference=inference.lambda_max,
+                      initial_sharpness_inference_converged=inference.converged,
+                      initial_sharpness_inference_mode=p.inference.describe())
+    return record
 
 
 def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, StopConditions, FlatnessReport | None]:
@@ -120,9 +178,11 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     monitor = None
     if c.enabled:
         monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
-                                   max_hvps=c.max_iterations, oracle=p.oracle)
+                                   max_hvps=c.max_iterations, oracle=p.oracle,
+                                   inference_oracle=p.inference if c.also_inference else None)
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
-                          max_steps=r.training.max_steps, divergence_factor=s.divergence_factor)
+                          max_steps=r.training.max_steps, divergence_factor=s.divergence_factor,
+                          stall_accuracy=s.stall_accuracy, stall_window=s.stall_window)
     flatness = None
     if f.enabled:
         flatness = FlatnessReport(*p.hessian, p.data.x_test, p.data.y_test, loss=r.loss, top_k=c.top_k,
@@ -177,7 +237,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
                           f"(initial sharpness {result['initial_sharpness']:.6g})\n" + dump_recipe(recipe))
         atomic_write_json(result_path, result)
     with p.strategy.scope():
-        optimizer = _optimizer(recipe, result["lr"])
+        optimizer = recipe_optimizer(recipe, result["lr"])
         p.model.compile(optimizer=optimizer)
         optimizer.build(p.network.trainable_variables)
     monitor, stop, flatness = _callbacks(p, run_dir)
@@ -210,7 +270,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
     interrupted = recorder.stop_requested
     measure_flatness = flatness is not None and not interrupted and not stop.diverged
     result.update(
-        status="interrupted" if interrupted else ("diverged" if stop.diverged else "completed"),
+        status="interrupted" if interrupted else layout.OUTCOME_STATUS[stop.outcome or "max_steps"],
         stop_reason="interrupted by the user (resume with --resume)" if interrupted else stop.reason,
         stop_step=int(optimizer.iterations.numpy()),
         wall_seconds=result.get("wall_seconds", 0.0) + time.perf_counter() - began,

@@ -22,6 +22,11 @@ similarity of the top-k eigenvectors to the previous and the first
 measurement) and ``cosine_first`` (|cos| of the top eigenvector to the first
 one). For RMSProp/Adam (and the clipped variants) the eigenvalues are those
 of the preconditioned Hessian P⁻¹H, the quantity their threshold applies to.
+
+With an ``inference_oracle`` (the same loss with BatchNorm's moving
+statistics) each measurement also records ``lambda_max_inference``: a second,
+labelled number for comparison with papers that measure in inference mode.
+The threshold ratio never uses it.
 """
 from __future__ import annotations
 
@@ -77,12 +82,15 @@ class SharpnessMonitor(keras.callbacks.Callback):
             ``vector_history`` (for saving), not only the first and latest.
         strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
         oracle: an existing oracle over (x, y) to reuse (its modes then apply).
+        inference_oracle: an oracle of the same data with BatchNorm in
+            inference mode; its λ_max is recorded apart (``lambda_max_inference``).
     """
 
     def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
                  bn_mode: str = "batch", dtype: str = "float32", hvp_mode: str = "reverse",
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
-                 keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None) -> None:
+                 keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None,
+                 inference_oracle: HessianOracle | None = None) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
@@ -90,6 +98,8 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size,
                                    strategy=strategy)
         self.tracker = EigenTracker(top_k, tol=tol, max_hvps=max_hvps, seed=seed)
+        self.inference_oracle = inference_oracle
+        self.inference_tracker = EigenTracker(1, tol=tol, max_hvps=max_hvps, seed=seed) if inference_oracle else None
         self.keep_vectors = keep_vectors
         self.records: list[dict[str, Any]] = []
         self.vector_history: list[tuple[int, np.ndarray]] = []
@@ -135,6 +145,11 @@ class SharpnessMonitor(keras.callbacks.Callback):
             "converged": spectrum.converged,
             "preconditioned": preconditioned,
         }
+        if self.inference_tracker is not None:
+            inference = self.inference_tracker.update(curvature_operator(self.inference_oracle, optimizer)[0])
+            record.update(lambda_max_inference=inference.lambda_max,
+                          inference_residual=float(inference.relative_residuals.max()),
+                          inference_hvps=inference.num_hvps, inference_converged=inference.converged)
         if self.first_vectors is None:
             self.first_vectors = vectors
         previous = self.records[-1].get("_vectors") if self.records else None
@@ -154,6 +169,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         """JSON-ready state and arrays that ``load_state`` restores (resume)."""
         arrays = {name: value for name, value in (
             ("tracker", self.tracker.vectors), ("first", self.first_vectors),
+            ("inference_tracker", self.inference_tracker.vectors if self.inference_tracker else None),
             ("previous", self.records[-1]["_vectors"] if self.records else None)) if value is not None}
         return {"records": self.public_records()}, arrays
 
@@ -163,6 +179,8 @@ class SharpnessMonitor(keras.callbacks.Callback):
             self.records[-1]["_vectors"] = arrays["previous"]
         self.first_vectors = arrays.get("first")
         self.tracker.load_state({"vectors": arrays["tracker"]} if "tracker" in arrays else {})
+        if self.inference_tracker is not None and "inference_tracker" in arrays:
+            self.inference_tracker.load_state({"vectors": arrays["inference_tracker"]})
         self.latest_logs = self._as_logs(self.records[-1]) if self.records else {}
 
     def public_records(self) -> list[dict[str, Any]]:
@@ -186,7 +204,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         logs = {"curvature_step": float(record["step"]), "lambda_max": record["lambda_max"]}
         logs.update({f"lambda_{i + 1}": e for i, e in enumerate(record["eigenvalues"]) if i})
         for key in ("threshold", "sharpness_ratio", "eig_residual", "eig_hvps",
-                    "similarity_prev", "similarity_first", "cosine_first"):
-            if record[key] is not None:
+                    "similarity_prev", "similarity_first", "cosine_first", "lambda_max_inference"):
+            if record.get(key) is not None:
                 logs[key] = float(record[key])
         return logs
