@@ -183,5 +183,6 @@ def main() -> None:
     print_table(f"{title} (GD eta = 1/lambda_0 = {1 / lam0:.4g})", header,
                 compare(net, x, y, counter, f"after {GD_STEPS} GD steps")[0])
 
+
 if __name__ == "__main__":
     main()
