@@ -27,21 +27,26 @@ def test_training_steps_and_hvps_do_not_retrace():
     model.fit_full_batch(x, y, steps=20)
     assert CountingTraces.traces == 1
 
-    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, micro_batch_size=50)
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, micro_batch_size=50)  # 50, 50, 30
     tracker = eoskeras.EigenTracker(k=3, tol=1e-4)
 
     def counts():
         return (oracle._hvp_chunk.experimental_get_tracing_count(),
-                oracle._hvp_block_chunk.experimental_get_tracing_count())
+                oracle._hvp_block_chunk.experimental_get_tracing_count(),
+                oracle._grad_chunk.experimental_get_tracing_count())
 
-    tracker.update(oracle)
     oracle.hvp(rng.standard_normal(oracle.dim))
     oracle.hvp_block(rng.standard_normal((oracle.dim, 3)))
-    warm = counts()
-    # One trace per micro-batch shape (full and ragged), times block widths 1..k.
-    assert warm[0] == 2 and warm[1] <= 2 * 3
+    oracle.loss_and_gradient()
+    # One trace each serves the full and the short last micro-batch.
+    assert counts() == (1, 1, 1)
+    for width in range(1, oracle.block_size + 1):  # every block width after the first call
+        oracle.hvp_block(rng.standard_normal((oracle.dim, width)))
+    oracle.hvp_block(rng.standard_normal((oracle.dim, 2 * oracle.block_size + 3)))  # a short last block
+    tracker.update(oracle)
     for _ in range(3):
         net.trainable_variables[0].assign(net.trainable_variables[0] * 0.99)  # training moved the weights
         tracker.update(oracle)
         oracle.hvp(rng.standard_normal(oracle.dim))
-    assert counts()[0] == warm[0] and counts()[1] <= 2 * 3
+        oracle.hvp(rng.standard_normal(oracle.dim), at=oracle.weights())
+    assert counts() == (1, 1, 1)

@@ -112,10 +112,18 @@ class HessianOracle:
         # Inverse of the twin's order: where each original variable sits in the twin.
         self._to_original = np.argsort(self._twin.trainable_order).tolist()
         self.num_hvps = 0
+        # Input signatures with the example and block axes unknown: one trace per
+        # function serves every micro-batch (the short last one too) and every
+        # block width; without them each new shape retraces (a full trace of a
+        # vectorised second derivative costs seconds).
+        point = self._point_signature()
+        chunk = self._chunk_signature()
+        vector, block = self._vector_signature(None), self._vector_signature([None])
         hvp = self._hvp_reverse if hvp_mode == "reverse" else self._hvp_forward
-        self._hvp_chunk = tf.function(hvp, jit_compile=jit_compile)
-        self._grad_chunk = tf.function(self._loss_and_grad, jit_compile=jit_compile)
-        self._hvp_block_chunk = tf.function(self._hvp_block_reverse, jit_compile=jit_compile)
+        self._hvp_chunk = tf.function(hvp, jit_compile=jit_compile, input_signature=[*point, vector, *chunk])
+        self._grad_chunk = tf.function(self._loss_and_grad, jit_compile=jit_compile, input_signature=[*point, *chunk])
+        self._hvp_block_chunk = tf.function(self._hvp_block_reverse, jit_compile=jit_compile,
+                                            input_signature=[*point, block, *chunk])
         self._replicated_fns: dict[str, Callable] = {}
         self.block_size = block_size
         self._pfor_ok = True
@@ -209,6 +217,20 @@ class HessianOracle:
             [tf.cast(non_trainable[j].value, self.dtype) for j in self._twin.non_trainable_order],
         )
 
+    def _point_signature(self) -> list[list[tf.TensorSpec]]:
+        trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
+        return [[tf.TensorSpec(trainable[j].shape, self.dtype) for j in self._twin.trainable_order],
+                [tf.TensorSpec(non_trainable[j].shape, self.dtype) for j in self._twin.non_trainable_order]]
+
+    def _vector_signature(self, lead: list[None] | None) -> list[tf.TensorSpec]:
+        """Per-variable parts of one vector, or of a block (``lead=[None]``)."""
+        return [tf.TensorSpec((lead or []) + list(self._shapes[j]), self.dtype) for j in self._twin.trainable_order]
+
+    def _chunk_signature(self) -> list[tf.TensorSpec]:
+        x, y, weight = self._chunks[0]
+        return [tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None, *y.shape[1:]], y.dtype),
+                tf.TensorSpec(weight.shape, weight.dtype)]
+
     def _split_for_twin(self, flat, batch: int | None = None):
         """Flat vector(s) -> per-variable parts in the twin's order; with
         ``batch``, ``flat`` is (batch, dim) and parts get a leading axis."""
@@ -247,7 +269,8 @@ class HessianOracle:
         key = chunk_fn.__name__
         if key not in self._replicated_fns:
             def run(args, chunk):
-                per_replica = self.strategy.run(chunk_fn, args=(*args, *chunk))
+                # The plain Python function: per-replica values do not bind to an input signature.
+                per_replica = self.strategy.run(chunk_fn.python_function, args=(*args, *chunk))
                 return tf.nest.map_structure(
                     lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
 
@@ -286,7 +309,7 @@ class HessianOracle:
         return weight * self._flatten_from_twin(hv)
 
     def _hvp_block_reverse(self, trainable, non_trainable, v_parts, x, y, weight):
-        batch = tf.shape(v_parts[0])[0]  # dynamic: one trace serves every block width
+        batch = tf.shape(v_parts[0])[0]  # dynamic: the signature leaves the width unknown
         with tf.GradientTape() as outer:
             outer.watch(trainable)
             grads = self._gradient(trainable, non_trainable, x, y)

@@ -1,0 +1,188 @@
+"""eoskeras against PyHessian (PyTorch, CPU) on the same network, weights and data, in one run.
+
+Run: ``pip install -e ".[bench]"`` then ``python benchmarks/peer_pyhessian.py``
+(about ten minutes on 2 CPU cores). Not part of the test suite.
+
+The setup: the 784-200-200-10 tanh MLP, MSE (0.5·‖f(x) − onehot(y)‖², mean over
+examples), the 4,000 embedded training digits, float32, the same weights in
+Keras and PyTorch; measured at initialisation and after 200 full-batch GD steps
+(η = 1/λ₀, trained in Keras and copied over).
+
+- λ_max to tol 1e-3: eoskeras's Lanczos (residual ≤ tol·|θ|) against PyHessian's
+  power iteration (relative change < tol), each from its own seeded random
+  start; both errors against a float64 eoskeras Lanczos to 1e-10.
+- Trace, Hutchinson at equal HVPs (``TRACE_HVPS`` Rademacher vectors each).
+  Error from arithmetic: each library's float32 estimate against its own
+  estimator on the same vectors in float64; the sampling error (stderr) is
+  the same estimator's in both.
+- "fresh": the time includes building the oracle / ``hessian`` object (and,
+  for eoskeras, tracing its tf.functions); "reused": an already built one.
+
+Times are medians over ``REPEATS`` interleaved repeats; ratios eoskeras / PyHessian.
+"""
+from __future__ import annotations
+
+import _common  # noqa: F401  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
+import statistics
+import sys
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+import pyhessian
+import torch
+
+import eoskeras
+from _common import machine, print_table
+
+TOL = 1e-3
+REPEATS = 3
+TRACE_HVPS = 40
+GD_STEPS = 200
+
+
+def keras_mlp(input_shape) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                             keras.layers.Dense(200, activation="tanh"), keras.layers.Dense(200, activation="tanh"),
+                             keras.layers.Dense(10)])
+
+
+def torch_copy(net: keras.Model, dtype=torch.float32) -> torch.nn.Module:
+    """The Keras MLP's weights in an equivalent PyTorch module (kernels transposed)."""
+    dense = [layer for layer in net.layers if isinstance(layer, keras.layers.Dense)]
+    modules: list[torch.nn.Module] = [torch.nn.Flatten()]
+    for i, layer in enumerate(dense):
+        kernel, bias = (w.numpy() for w in layer.weights)
+        linear = torch.nn.Linear(*kernel.shape).to(dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.tensor(kernel.T))
+            linear.bias.copy_(torch.tensor(bias))
+        modules += [linear] + ([torch.nn.Tanh()] if i < len(dense) - 1 else [])
+    return torch.nn.Sequential(*modules)
+
+
+def half_squared_error(outputs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((outputs - onehot) ** 2).sum(dim=1).mean()
+
+
+class CountingHVPs:
+    """Counts PyHessian's HVPs by wrapping the function its solvers call."""
+
+    def __init__(self) -> None:
+        # pyhessian/__init__ rebinds the name ``pyhessian.hessian`` to the class: go through sys.modules.
+        module = sys.modules["pyhessian.hessian"]
+        self.count, self._original = 0, module.hessian_vector_product
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return self._original(*args, **kwargs)
+
+        module.hessian_vector_product = counted
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVPs,
+            label: str) -> tuple[list[list[object]], float]:
+    reference = eoskeras.HessianOracle(net, "mse", x, y, dtype="float64")
+    lam_ref = eoskeras.lanczos(reference, k=1, tol=1e-10, seed=0).lambda_max
+    xt = torch.tensor(x.reshape(len(x), -1))
+    onehot = torch.nn.functional.one_hot(torch.tensor(y, dtype=torch.long), 10).float()
+    model = torch_copy(net)
+
+    def peer_object():
+        return pyhessian.hessian(model, half_squared_error, data=(xt, onehot), cuda=False)
+
+    def peer_lambda(peer, seed):
+        torch.manual_seed(seed)
+        return peer.eigenvalues(maxIter=100, tol=TOL, top_n=1)[0][0]
+
+    def peer_trace(peer, seed):
+        torch.manual_seed(seed)
+        return np.asarray(peer.trace(maxIter=TRACE_HVPS, tol=0.0))  # tol 0: exactly TRACE_HVPS HVPs
+
+    ours_reused = eoskeras.HessianOracle(net, "mse", x, y)
+    ours_reused.hvp_block(np.ones((ours_reused.dim, 1)))  # trace once
+    peer_reused = peer_object()
+    t: dict[str, list[float]] = {k: [] for k in ("ours_fresh", "ours", "peer_fresh", "peer",
+                                                 "ours_tr_fresh", "ours_tr", "peer_tr_fresh", "peer_tr")}
+    err_ours, err_peer, hvps_ours, hvps_peer = [], [], [], []
+    for seed in range(REPEATS):
+        s, spectrum = timed(lambda: eoskeras.lanczos(eoskeras.HessianOracle(net, "mse", x, y), k=1, tol=TOL, seed=seed))
+        t["ours_fresh"].append(s)
+        s, spectrum = timed(lambda: eoskeras.lanczos(ours_reused, k=1, tol=TOL, seed=seed))
+        t["ours"].append(s)
+        err_ours.append(abs(spectrum.lambda_max - lam_ref) / lam_ref)
+        hvps_ours.append(spectrum.num_hvps)
+        s, _ = timed(lambda: peer_lambda(peer_object(), seed))
+        t["peer_fresh"].append(s)
+        before = counter.count
+        s, lam = timed(lambda: peer_lambda(peer_reused, seed))
+        t["peer"].append(s)
+        hvps_peer.append(counter.count - before)
+        err_peer.append(abs(lam - lam_ref) / lam_ref)
+        s, _ = timed(lambda: eoskeras.hutchinson_trace(eoskeras.HessianOracle(net, "mse", x, y), TRACE_HVPS, seed=seed))
+        t["ours_tr_fresh"].append(s)
+        s, ours_trace = timed(lambda: eoskeras.hutchinson_trace(ours_reused, TRACE_HVPS, seed=seed))
+        t["ours_tr"].append(s)
+        s, _ = timed(lambda: peer_trace(peer_object(), seed))
+        t["peer_tr_fresh"].append(s)
+        s, peer_samples = timed(lambda: peer_trace(peer_reused, seed))
+        t["peer_tr"].append(s)
+
+    # Trace errors from arithmetic: the same estimator on the same vectors in float64 (last seed).
+    ours64 = eoskeras.hutchinson_trace(reference, TRACE_HVPS, seed=REPEATS - 1).value
+    model.double()
+    peer64 = pyhessian.hessian(model, half_squared_error, data=(xt.double(), onehot.double()), cuda=False)
+    torch.manual_seed(REPEATS - 1)
+    peer64_value = float(np.mean(peer64.trace(maxIter=TRACE_HVPS, tol=0.0)))
+    peer_value = float(peer_samples.mean())
+    peer_stderr = float(peer_samples.std(ddof=1) / np.sqrt(len(peer_samples)))
+
+    m = {k: median(v) for k, v in t.items()}
+    print(f"{label}: lambda_max (float64) = {lam_ref:.6f}; trace eoskeras {ours_trace.value:.4f} ± {ours_trace.stderr:.3f},"
+          f" PyHessian {peer_value:.4f} ± {peer_stderr:.3f}")
+    return [
+        [label, "λ_max s, fresh", m["ours_fresh"], m["peer_fresh"], m["ours_fresh"] / m["peer_fresh"]],
+        [label, "λ_max s, reused", m["ours"], m["peer"], m["ours"] / m["peer"]],
+        [label, "λ_max HVPs (median)", median(hvps_ours), median(hvps_peer), median(hvps_ours) / median(hvps_peer)],
+        [label, "λ_max rel. error vs float64 (max)", f"{max(err_ours):.1e}", f"{max(err_peer):.1e}", ""],
+        [label, f"trace s, {TRACE_HVPS} HVPs, fresh", m["ours_tr_fresh"], m["peer_tr_fresh"],
+         m["ours_tr_fresh"] / m["peer_tr_fresh"]],
+        [label, f"trace s, {TRACE_HVPS} HVPs, reused", m["ours_tr"], m["peer_tr"], m["ours_tr"] / m["peer_tr"]],
+        [label, "trace rel. error vs float64, same vectors", f"{abs(ours_trace.value - ours64) / abs(ours64):.1e}",
+         f"{abs(peer_value - peer64_value) / abs(peer64_value):.1e}", ""],
+        [label, "trace stderr / trace", f"{ours_trace.stderr / abs(ours_trace.value):.1e}",
+         f"{peer_stderr / abs(peer_value):.1e}", ""],
+    ], lam_ref
+
+
+def main() -> None:
+    print(machine(), f"| torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    bundle = eoskeras.load_data(eoskeras.DataSpec("mnist5k"))
+    x, y = bundle.x_train, bundle.y_train
+    net = keras_mlp(x.shape[1:])
+    counter = CountingHVPs()
+    header = ["state", "quantity", "eoskeras", "PyHessian", "eoskeras / PyHessian"]
+    title = f"eoskeras vs PyHessian: 784-200-200-10 tanh MLP, MSE, {len(x)} digits, float32, tol {TOL}"
+    rows, lam0 = compare(net, x, y, counter, "init")
+    print_table(title, header, rows)  # as soon as it is measured: the second state takes longer
+    model = eoskeras.FullBatchModel(net, loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(1.0 / lam0))
+    model.fit_full_batch(x, y, steps=GD_STEPS)
+    print_table(f"{title} (GD eta = 1/lambda_0 = {1 / lam0:.4g})", header,
+                compare(net, x, y, counter, f"after {GD_STEPS} GD steps")[0])
+
+
+if __name__ == "__main__":
+    main()
