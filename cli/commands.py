@@ -44,16 +44,25 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
     from eoskeras.runs.checkpoint import CheckpointError
     from eoskeras.runs.rundir import RunDirectoryError
     from eoskeras.runs.runner import run_recipe
+    from eoskeras.runs.strategy import LOST_PEER, is_chief
 
     out_console = console(quiet)
     progress = None if quiet else (lambda total, start: RichProgress(total, initial_step=start, console=out_console))
     run_dir = Path(out or recipe.output.dir)
     try:
-        result = run_recipe(recipe, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+        result = run_recipe(recipe, out, resume=resume, overwrite=overwrite, progress=progress)
     except RunDirectoryError as err:
         fail(str(err), 2)
     except (DataUnavailableError, CheckpointError) as err:
         fail(str(err), 1)
+    except LOST_PEER as err:
+        if recipe.strategy != "multi_worker":
+            raise
+        fail(f"a worker of this multi-worker run was lost ({type(err).__name__}: {str(err).splitlines()[0]}); "
+             f"{run_dir} keeps its last checkpoint: start every worker again with --resume", 1)
+    code = INTERRUPTED if result["status"] == "interrupted" else 0
+    if not is_chief(recipe.strategy):
+        return code  # a non-chief worker: the chief reports
     from eoskeras.reports.plots import plot_run
 
     plot_run(run_dir)
@@ -63,7 +72,7 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
         emit_json(run_summary(run_dir))
     elif not quiet:
         _report(run_dir, out_console, plots=False)
-    return INTERRUPTED if result["status"] == "interrupted" else 0
+    return code
 
 
 def parse_points(lrs: str | None, relatives: str | None, grid: str | None) -> list[tuple[str, float]]:

@@ -193,6 +193,26 @@ def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int
                               examples=examples, dataset=dataset, loss=loss, as_json=as_json))
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+              epilog="""
+\b
+Examples:
+  eoskeras launch --workers 2 train quickstart --out runs/mw
+  eoskeras launch --workers 2 train quickstart --out runs/mw --resume""")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(2, 64), help="Worker processes.")
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+def launch(workers: int, args: tuple[str, ...]) -> None:
+    """Run `eoskeras train ...` as a multi-worker run of WORKERS local
+    processes (loopback TF_CONFIG, worker 0 the chief and the only writer)."""
+    if args[0] != "train":
+        fail(f"launch: got {args[0]!r}; allowed: train (e.g. eoskeras launch --workers 2 train quickstart)", 2)
+    if any(a == "--strategy" or a.startswith("--strategy=") for a in args):
+        fail("launch: --strategy is set by launch (multi_worker); leave it out", 2)
+    from eoskeras.cli.launch import launch as run_workers
+
+    sys.exit(run_workers(workers, args))
+
+
 @main.command(name="recipes")
 @json_option
 def list_recipes(as_json: bool) -> None:

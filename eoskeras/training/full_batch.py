@@ -117,6 +117,27 @@ class FullBatchModel(keras.Model):
             loss_sum, acc_sum = replica.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, acc_sum])
         return loss_sum, acc_sum, grad_sums
 
+    def _results(self):
+        # Keras averages a step's logs over MultiWorkerMirroredStrategy
+        # workers along axis 0, which a scalar lacks. The values are already
+        # all-reduced, equal on every replica, so a length-1 vector averages
+        # to the same scalar.
+        vector = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+        return {m.name: tf.reshape(m.result(), [1]) if vector else m.result() for m in self.metrics}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds the model from a distributed batch reduced to one value;
+        # MultiWorkerMirroredStrategy cannot reduce an (x, y) tuple. The batch
+        # only gives shapes, so a replica's local shard does as well.
+        strategy = self.distribute_strategy
+        if iterator is not None and data_batch is None and isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data):
         x, y = data[0], data[1]
         loss, acc, grads = self.accumulate(x, y)
@@ -124,14 +145,14 @@ class FullBatchModel(keras.Model):
         # Loss and accuracy are those at the weights *before* this update.
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.metrics}
+        return self._results()
 
     def test_step(self, data):
         x, y = data[0], data[1]
         loss, acc, _ = self.accumulate(x, y, training=False, gradients=False)
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.metrics}
+        return self._results()
 
     def fit_full_batch(self, x, y, steps: int, *, initial_step: int = 0, validation_data=None,
                        eval_every: int = 1, callbacks=None, verbose: int = 0) -> keras.callbacks.History:
