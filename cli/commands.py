@@ -47,13 +47,14 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
     from eoskeras.runs.rundir import RunDirectoryError
     from eoskeras.runs.runner import run_recipe
     from eoskeras.runs.strategy import LOST_PEER, is_chief
+    from eoskeras.training.full_batch import GhostBatchError
 
     out_console = console(quiet)
     progress = None if quiet else (lambda total, start: RichProgress(total, initial_step=start, console=out_console))
     run_dir = Path(out or recipe.output.dir)
     try:
         result = run_recipe(recipe, out, resume=resume, overwrite=overwrite, progress=progress)
-    except RunDirectoryError as err:
+    except (RunDirectoryError, GhostBatchError) as err:
         fail(str(err), 2)
     except (DataUnavailableError, CheckpointError) as err:
         fail(str(err), 1)

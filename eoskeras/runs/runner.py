@@ -37,7 +37,7 @@ from eoskeras.runs.files import atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
 from eoskeras.runs.strategy import is_chief, make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
-from eoskeras.training.full_batch import FullBatchModel
+from eoskeras.training.full_batch import FullBatchModel, check_ghost_batches
 from eoskeras.training.monitor import SharpnessMonitor, curvature_operator
 from eoskeras.training.optimizers import make_optimizer
 from eoskeras.training.stopping import StopConditions
@@ -89,6 +89,8 @@ def prepare(recipe: Recipe) -> Prepared:
             model = FullBatchModel(network, loss=recipe.loss, physical_batch_size=recipe.training.physical_batch_size)
     finally:
         keras.config.set_dtype_policy(policy)
+    check_ghost_batches(network, min(recipe.training.batch_size or len(data.x_train), len(data.x_train)),
+                        strategy.num_replicas_in_sync, recipe.training.physical_batch_size)
     c = recipe.curvature
     hessian = (data.x_train[:c.hessian_size], data.y_train[:c.hessian_size])
     oracle = HessianOracle(network, recipe.loss, *hessian, micro_batch_size=c.micro_batch_size, bn_mode=c.bn_mode,

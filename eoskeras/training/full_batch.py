@@ -42,6 +42,40 @@ def accuracy_per_example(y_true, outputs):
     return tf.cast(tf.equal(predicted, labels), tf.float32)
 
 
+class GhostBatchError(ValueError):
+    """Under sharding, BatchNorm's ghost batches would differ from one device's."""
+
+
+def _has_batch_norm(layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization) or any(
+        _has_batch_norm(sub) for sub in getattr(layer, "layers", ()))
+
+
+def check_ghost_batches(network: keras.Model, batch: int, replicas: int, physical_batch_size: int) -> None:
+    """Raise ``GhostBatchError`` when ``replicas`` shards of a ``batch`` would
+    form other BatchNorm ghost batches than one device does.
+
+    One device cuts the batch into micro-batches of ``physical_batch_size``
+    (the curvature oracle deals whole micro-batches to replicas, so it agrees);
+    each replica cuts its own shard. The two partitions are the same only when
+    every shard is a whole number of micro-batches.
+    """
+    if replicas <= 1 or not _has_batch_norm(network):
+        return
+    shard, left = divmod(batch, replicas)
+    if left == 0 and shard % physical_batch_size == 0:
+        return
+    if left:
+        remedy = f"a batch that is a multiple of {replicas}"
+    else:
+        fits = next(d for d in range(min(physical_batch_size, shard), 0, -1) if shard % d == 0)
+        remedy = f"a physical_batch_size dividing {shard:,}, such as {fits:,}"
+    raise GhostBatchError(
+        f"training.physical_batch_size: {physical_batch_size:,} does not split the {batch:,}-example batch sharded "
+        f"over {replicas} replicas ({batch / replicas:,.6g} each) into whole micro-batches, so BatchNorm's ghost "
+        f"batches would differ from one device's and from the Hessian's; allowed: {remedy}")
+
+
 @keras.saving.register_keras_serializable(package="eoskeras")
 class FullBatchModel(keras.Model):
     """Wraps ``network`` (a Keras model producing logits/outputs) for exact
@@ -96,6 +130,9 @@ class FullBatchModel(keras.Model):
         total = tf.cast(n, tf.float32)
         if replica is not None and replica.num_replicas_in_sync > 1:
             total = replica.all_reduce(tf.distribute.ReduceOp.SUM, total)
+            if training and x.shape[0] is not None:  # checked while tracing
+                replicas = replica.num_replicas_in_sync
+                check_ghost_batches(self.network, x.shape[0] * replicas, replicas, size)
 
         # An explicit while loop: Keras does not run AutoGraph on train_step.
         def body(i, loss_sum, acc_sum, grad_sums):
