@@ -44,6 +44,7 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
     from eoskeras.data import DataUnavailableError
     from eoskeras.reports.live import RichProgress
     from eoskeras.runs.checkpoint import CheckpointError
+    from eoskeras.runs.files import RunWriteError
     from eoskeras.runs.rundir import RunDirectoryError
     from eoskeras.runs.runner import run_recipe
     from eoskeras.runs.strategy import LOST_PEER, is_chief
@@ -54,6 +55,10 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
     run_dir = Path(out or recipe.output.dir)
     try:
         result = run_recipe(recipe, out, resume=resume, overwrite=overwrite, progress=progress)
+    except RunWriteError as err:
+        fail(f"{err} (no space left, or a file-size limit?); files are replaced whole, so "
+             f"{run_dir} keeps its last checkpoint; once there is space, the same command with --resume continues",
+             1)
     except (RunDirectoryError, GhostBatchError) as err:
         fail(str(err), 2)
     except (DataUnavailableError, CheckpointError) as err:

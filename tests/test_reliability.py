@@ -9,14 +9,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -181,6 +185,47 @@ def test_ctrl_c_during_a_sweep_keeps_finished_points_and_resume_continues(tmp_pa
     assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == kept  # not run again
     (second,) = sweep.glob("lr_01_*")
     assert [r["step"] for r in read_jsonl(second / layout.METRICS_JSONL)] == list(range(1, 31))
+
+
+# Runs ``eoskeras`` with a file-size limit from step 15 on (RLIMIT_FSIZE: writes past it fail with EFBIG).
+FILE_SIZE_LIMITED = """
+import resource, sys
+from eoskeras.cli.main import main
+from eoskeras.runs.recorder import RunRecorder
+on_epoch_end = RunRecorder.on_epoch_end
+def limited(self, epoch, logs=None):
+    if epoch + 1 == 15:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return on_epoch_end(self, epoch, logs)
+RunRecorder.on_epoch_end = limited
+main(sys.argv[1:], prog_name="eoskeras")
+"""
+
+
+@pytest.mark.parametrize("fails, extra", [
+    ("eigenvectors/step_0000020.npy", ()),  # 440 kB of eigenvectors at step 20
+    ("checkpoint 20", ("--set", "curvature.enabled=false")),  # TensorFlow's 220 kB checkpoint at step 20
+], ids=["eigenvectors", "checkpoint"])
+def test_a_file_size_limit_mid_run_ends_cleanly_and_the_run_resumes(reference: Path, tmp_path: Path, fails: str,
+                                                                     extra: tuple[str, ...]) -> None:
+    out = tmp_path / "run"
+    args = (*TRAIN, *extra, "--out", str(out), "--quiet")
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED, *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and fails in done.stderr and "--resume" in done.stderr, done.stderr
+    # Nothing half-written is left to be read: no temporary file; state.json names a whole checkpoint.
+    assert not list(out.rglob("*.tmp"))
+    assert json.loads((out / layout.CHECKPOINTS / "state.json").read_text())["step"] == 10
+    for vectors in (out / layout.EIGENVECTORS).glob("*.npy"):
+        np.load(vectors)
+    resumed = eoskeras_process(*args, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert status(out) == "completed"
+    assert_appended_whole(out, finished=True)
+    if not extra:
+        assert trajectory(out) == trajectory(reference)
+    assert [r["step"] for r in read_jsonl(out / layout.METRICS_JSONL)] == list(range(1, STEPS + 1))
 
 
 # --------------------------------------------------------------- bad run directories
