@@ -47,7 +47,7 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
     from eoskeras.runs.files import RunWriteError
     from eoskeras.runs.rundir import RunDirectoryError
     from eoskeras.runs.runner import run_recipe
-    from eoskeras.runs.strategy import LOST_PEER, is_chief
+    from eoskeras.runs.strategy import LOST_PEER, StrategyError, is_chief
     from eoskeras.training.full_batch import GhostBatchError
 
     out_console = console(quiet)
@@ -59,7 +59,7 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
         fail(f"{err} (no space left, or a file-size limit?); files are replaced whole, so "
              f"{run_dir} keeps its last checkpoint; once there is space, the same command with --resume continues",
              1)
-    except (RunDirectoryError, GhostBatchError) as err:
+    except (RunDirectoryError, GhostBatchError, StrategyError) as err:
         fail(str(err), 2)
     except (DataUnavailableError, CheckpointError) as err:
         fail(str(err), 1)
