@@ -139,13 +139,14 @@ def train(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default: runs/<name>_sweep).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Points run in parallel.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing sweep directory.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep: finished points are kept.")
 @data_dir_option
 @download_option
 @quiet_option
 @json_option
 def sweep(recipe: str, overrides: tuple[str, ...], lrs: str | None, relatives: str | None, grid: str | None,
-          out: str | None, jobs: int, overwrite: bool, data_dir: str | None, download: bool, quiet: bool,
-          as_json: bool) -> None:
+          out: str | None, jobs: int, overwrite: bool, resume: bool, data_dir: str | None, download: bool,
+          quiet: bool, as_json: bool) -> None:
     """Learning-rate sweep of RECIPE: one run per point; diverged points are results."""
     from eoskeras.cli.commands import parse_points, point_overrides, run_sweep
 
@@ -156,7 +157,7 @@ def sweep(recipe: str, overrides: tuple[str, ...], lrs: str | None, relatives: s
         fail(str(err), 2)
     # Every point's recipe is validated before anything runs.
     recipes = [load(recipe, overrides + point_overrides(point)) for point in points]
-    sys.exit(run_sweep(recipe, recipes, overrides, points, out, jobs=jobs, overwrite=overwrite,
+    sys.exit(run_sweep(recipe, recipes, overrides, points, out, jobs=jobs, overwrite=overwrite, resume=resume,
                        quiet=quiet or as_json, as_json=as_json))
 
 
@@ -182,15 +183,38 @@ def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
 @click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
               help="Data for a saved model or the demo.")
 @click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@data_dir_option
+@download_option
 @json_option
 def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int, examples: int, dataset: str,
-             loss: str, as_json: bool) -> None:
+             loss: str, data_dir: str | None, download: bool, as_json: bool) -> None:
     """Hessian eigenvalues, trace and density of a run's final weights, of a
     saved .keras model, or (no SOURCE) of a small demo network."""
     from eoskeras.cli.commands import measure_spectrum
 
     sys.exit(measure_spectrum(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
-                              examples=examples, dataset=dataset, loss=loss, as_json=as_json))
+                              examples=examples, dataset=dataset, loss=loss, data_dir=data_dir, download=download,
+                              as_json=as_json))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+              epilog="""
+\b
+Examples:
+  eoskeras launch --workers 2 train quickstart --out runs/mw
+  eoskeras launch --workers 2 train quickstart --out runs/mw --resume""")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(2, 64), help="Worker processes.")
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+def launch(workers: int, args: tuple[str, ...]) -> None:
+    """Run `eoskeras train ...` as a multi-worker run of WORKERS local
+    processes (loopback TF_CONFIG, worker 0 the chief and the only writer)."""
+    if args[0] != "train":
+        fail(f"launch: got {args[0]!r}; allowed: train (e.g. eoskeras launch --workers 2 train quickstart)", 2)
+    if any(a == "--strategy" or a.startswith("--strategy=") for a in args):
+        fail("launch: --strategy is set by launch (multi_worker); leave it out", 2)
+    from eoskeras.cli.launch import launch as run_workers
+
+    sys.exit(run_workers(workers, args))
 
 
 @main.command(name="recipes")

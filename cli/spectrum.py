@@ -10,16 +10,18 @@ from eoskeras.cli.main import console, emit_json, fail
 from eoskeras.runs import layout
 
 
-def _from_run(run_dir: Path):
-    import tensorflow as tf
-
+def _from_run(run_dir: Path, data: tuple[str, ...]):
     from eoskeras.recipes import RecipeError, load_recipe
-    from eoskeras.runs.runner import prepare
 
     try:
-        recipe = load_recipe(run_dir / layout.RECIPE)
+        recipe = load_recipe(run_dir / layout.RECIPE, list(data))
     except RecipeError as err:
         fail(f"{run_dir}: {err}", 2)
+    _require_data(recipe.data.dataset, recipe.data.data_dir, recipe.data.download)
+    import tensorflow as tf
+
+    from eoskeras.runs.runner import prepare
+
     prepared = prepare(recipe)
     latest = tf.train.latest_checkpoint(str(run_dir / layout.CHECKPOINTS))
     if latest is None:
@@ -32,7 +34,17 @@ def _from_run(run_dir: Path):
     return prepared.oracle  # in the run's own curvature modes
 
 
-def _with_data(network, dataset: str, examples: int, loss: str):
+def _require_data(dataset: str, data_dir: str | None, download: bool) -> None:
+    """Refuse at once, before TensorFlow is imported, when the data is not on disk."""
+    from eoskeras.data import DataSpec, DataUnavailableError, check_available
+
+    try:
+        check_available(DataSpec(dataset=dataset, data_dir=data_dir, download=download))
+    except DataUnavailableError as err:
+        fail(str(err), 1)
+
+
+def _with_data(network, dataset: str, examples: int, loss: str, data_dir: str | None, download: bool):
     from eoskeras.data import DataSpec, load_data
     from eoskeras.data.catalog import DATASETS
 
@@ -41,7 +53,8 @@ def _with_data(network, dataset: str, examples: int, loss: str):
         fail(f"--examples: got {examples:,}; allowed: at most {info.train_size:,} (the {dataset} training split)", 2)
     flatten = len(network.input_shape) == 2
     bundle = load_data(DataSpec(dataset, train_size=examples, flatten=flatten,
-                                labels="onehot" if loss == "mse" else "integer"))
+                                labels="onehot" if loss == "mse" else "integer", data_dir=data_dir,
+                                download=download))
     if tuple(network.input_shape[1:]) != bundle.input_shape or network.output_shape[-1] != info.num_classes:
         fail(f"the model maps {network.input_shape} to {network.output_shape}, but --dataset {dataset} has inputs "
              f"{(None, *bundle.input_shape)} and {info.num_classes} classes", 2)
@@ -50,16 +63,22 @@ def _with_data(network, dataset: str, examples: int, loss: str):
     return HessianOracle(network, loss, bundle.x_train, bundle.y_train)
 
 
-def _demo(dataset: str, examples: int, loss: str):
+def _demo(dataset: str, examples: int, loss: str, data_dir: str | None, download: bool):
     from eoskeras.data.catalog import DATASETS
     from eoskeras.models import build_model
 
     info = DATASETS[dataset]
-    return _with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss)
+    return _with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss,
+                      data_dir, download)
 
 
 def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
-                     dataset: str, loss: str, as_json: bool) -> int:
+                     dataset: str, loss: str, data_dir: str | None, download: bool,
+                     as_json: bool) -> int:
+    from eoskeras.cli.main import data_overrides
+
+    if source is None or not Path(source).is_dir():  # a run's data is checked with its recipe
+        _require_data(dataset, data_dir, download)
     import keras
 
     import eoskeras
@@ -67,17 +86,17 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
 
     try:
         if source is None:
-            oracle = _demo(dataset, examples, loss)
+            oracle = _demo(dataset, examples, loss, data_dir, download)
             what = f"demo network mlp3_nh32 at initialisation on {oracle.num_examples} {dataset} examples"
         elif Path(source).is_dir():
-            oracle = _from_run(Path(source))
+            oracle = _from_run(Path(source), data_overrides(data_dir, download))
             what = f"final weights of {source}"
         elif Path(source).is_file():
             try:
                 model = keras.saving.load_model(source, compile=False, safe_mode=True)
             except Exception as err:  # Keras raises many types for a bad file
                 fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
-            oracle = _with_data(model, dataset, examples, loss)
+            oracle = _with_data(model, dataset, examples, loss, data_dir, download)
             what = f"saved model {source} on {oracle.num_examples} {dataset} examples"
         else:
             fail(f"{source}: no such run directory or saved model", 2)

@@ -60,6 +60,20 @@ def training(strategy):
             "weights": np.concatenate([v.numpy().ravel() for v in model.trainable_variables])}
 
 
+def unaligned(strategy) -> str:
+    """Shards of 128 (256 over two replicas) are not whole micro-batches of 100: refused."""
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((256, 6, 6, 1)).astype("float32"), rng.integers(0, 3, 256)
+    with strategy.scope():
+        model = eoskeras.FullBatchModel(network(), physical_batch_size=100)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    try:
+        model.fit_full_batch(x, y, steps=1)
+    except ValueError as err:
+        return str(err)
+    return "trained"
+
+
 def main() -> None:
     single, mirrored = tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     a, b = curvature(single), curvature(mirrored)
@@ -69,6 +83,7 @@ def main() -> None:
     ta, tb = training(single), training(mirrored)
     out["train_loss"] = rel(tb["loss"], ta["loss"])
     out["train_weights"] = rel(tb["weights"], ta["weights"])
+    out["unaligned"] = [unaligned(single), unaligned(mirrored)]
     json.dump(out, sys.stdout)
 
 

@@ -151,3 +151,24 @@ def test_vectorised_block_hvps_equal_single_hvps(name, bn_mode):
     assert oracle.num_hvps - before == 11
     one_by_one = np.stack([oracle.hvp(c) for c in block.T], axis=1)
     np.testing.assert_allclose(together, one_by_one, rtol=1e-10, atol=1e-12 * np.abs(one_by_one).max())
+
+
+class ScaledLayerNormalization(keras.layers.LayerNormalization):
+    """A user's subclass of a stock normalisation layer."""
+
+    def call(self, inputs):
+        return 2.0 * super().call(inputs)
+
+
+@pytest.mark.parametrize("layer, named", [
+    (lambda: keras.layers.BatchNormalization(synchronized=True, name="sync_bn"), ("sync_bn", "synchronized=True")),
+    (lambda: ScaledLayerNormalization(name="scaled_ln"), ("scaled_ln", "ScaledLayerNormalization",
+                                                         "subclass of keras.layers.LayerNormalization")),
+], ids=["synchronized-batchnorm", "layernorm-subclass"])
+def test_normalisation_without_an_exact_twin_is_refused_not_silently_inexact(layer, named):
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), layer(), keras.layers.Dense(2)])
+    x, y = np.random.default_rng(0).standard_normal((8, 4)).astype("float32"), np.arange(8) % 2
+    with pytest.raises(TypeError) as err:
+        eoskeras.HessianOracle(net, "cross_entropy", x, y)
+    for name in named:
+        assert name in str(err.value)

@@ -21,6 +21,11 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     assert done.returncode == 0, done.stderr[-3000:]
     diffs = json.loads(done.stdout.strip().splitlines()[-1])
     assert diffs.pop("replicas") == [1, 2]
+    # One device trains with ghost batches 100, 100, 56; the shards of 128 would give 100, 28, 100, 28: refused.
+    single, mirrored = diffs.pop("unaligned")
+    assert single == "trained"
+    for named in ("physical_batch_size: 100", "256-example batch", "2 replicas (128 each)", "such as 64"):
+        assert named in mirrored, (named, mirrored)
     for key, value in diffs.items():
         assert value <= 1e-5, (key, value)
 

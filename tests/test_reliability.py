@@ -9,14 +9,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -117,6 +121,111 @@ def test_a_second_ctrl_c_during_the_graceful_stop_stops_at_once(tmp_path: Path) 
     assert "stopped at once" in output and "--resume" in output and "Traceback" not in output
     state = json.loads((out / layout.CHECKPOINTS / "state.json").read_text())
     assert state["step"] == json.loads((out / layout.RESULT).read_text())["stop_step"] < STEPS
+
+
+def test_two_resumes_at_once_the_second_is_refused_and_a_killed_holder_leaves_no_stale_lock(
+        reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = eoskeras_process(*TRAIN, "--out", str(out))
+    wait_for_step(process, 13)
+    process.kill()
+    process.communicate(timeout=60)
+    first = eoskeras_process(*TRAIN, "--out", str(out), "--resume")
+    try:
+        wait_for_step(first, 15)  # resumed and training: it holds the lock
+        assert_clean_failure(invoke(*TRAIN, "--out", str(out), "--resume"), 2, "in use by another eoskeras process",
+                             str(out / rundir.LOCK))
+    finally:
+        first.kill()  # SIGKILL while holding the lock: the kernel releases it
+        first.communicate(timeout=60)
+    resumed = eoskeras_process(*TRAIN, "--out", str(out), "--resume", "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert status(out) == "completed"
+    assert_appended_whole(out, finished=True)
+    assert trajectory(out) == trajectory(reference)  # no step logged twice
+
+
+SWEEP = ("sweep", "quickstart", "--lr-relative", "1.5,1.6", "--jobs", "1", "--set", "training.max_steps=30",
+         "--set", "training.log_every=1", "--set", "flatness.enabled=false", "--set", "curvature.top_k=2")
+
+
+def sweep_points(sweep: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads((sweep / layout.SWEEP_JSON).read_text())["points"]
+    except (OSError, ValueError):
+        return []
+
+
+def test_ctrl_c_during_a_sweep_keeps_finished_points_and_resume_continues(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    process = eoskeras_process(*SWEEP, "--out", str(sweep))
+    try:
+        deadline = time.monotonic() + 300
+        # The first point has finished and the second is training.
+        while not (sweep_points(sweep)[:1] and sweep_points(sweep)[0]["status"] == "completed"
+                   and list(sweep.glob("lr_01_*/" + layout.METRICS_JSONL))):
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "--resume" in output
+    points = sweep_points(sweep)
+    assert [p["status"] for p in points] == ["completed", "interrupted"]
+    (first,) = sweep.glob("lr_00_*")
+    kept = {p.name: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+    assert_clean_failure(invoke(*SWEEP, "--out", str(sweep), "--lr-relative", "1.5,1.7", "--resume"), 2,
+                         "the points differ")
+    resumed = eoskeras_process(*SWEEP, "--out", str(sweep), "--resume", "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    points = sweep_points(sweep)
+    assert [p["status"] for p in points] == ["completed", "completed"] and [p["steps"] for p in points] == [30, 30]
+    assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == kept  # not run again
+    (second,) = sweep.glob("lr_01_*")
+    assert [r["step"] for r in read_jsonl(second / layout.METRICS_JSONL)] == list(range(1, 31))
+
+
+# Runs ``eoskeras`` with a file-size limit from step 15 on (RLIMIT_FSIZE: writes past it fail with EFBIG).
+FILE_SIZE_LIMITED = """
+import resource, sys
+from eoskeras.cli.main import main
+from eoskeras.runs.recorder import RunRecorder
+on_epoch_end = RunRecorder.on_epoch_end
+def limited(self, epoch, logs=None):
+    if epoch + 1 == 15:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return on_epoch_end(self, epoch, logs)
+RunRecorder.on_epoch_end = limited
+main(sys.argv[1:], prog_name="eoskeras")
+"""
+
+
+@pytest.mark.parametrize("fails, extra", [
+    ("eigenvectors/step_0000020.npy", ()),  # 440 kB of eigenvectors at step 20
+    ("checkpoint 20", ("--set", "curvature.enabled=false")),  # TensorFlow's 220 kB checkpoint at step 20
+], ids=["eigenvectors", "checkpoint"])
+def test_a_file_size_limit_mid_run_ends_cleanly_and_the_run_resumes(reference: Path, tmp_path: Path, fails: str,
+                                                                     extra: tuple[str, ...]) -> None:
+    out = tmp_path / "run"
+    args = (*TRAIN, *extra, "--out", str(out), "--quiet")
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED, *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and fails in done.stderr and "--resume" in done.stderr, done.stderr
+    # Nothing half-written is left to be read: no temporary file; state.json names a whole checkpoint.
+    assert not list(out.rglob("*.tmp"))
+    assert json.loads((out / layout.CHECKPOINTS / "state.json").read_text())["step"] == 10
+    for vectors in (out / layout.EIGENVECTORS).glob("*.npy"):
+        np.load(vectors)
+    resumed = eoskeras_process(*args, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert status(out) == "completed"
+    assert_appended_whole(out, finished=True)
+    if not extra:
+        assert trajectory(out) == trajectory(reference)
+    assert [r["step"] for r in read_jsonl(out / layout.METRICS_JSONL)] == list(range(1, STEPS + 1))
 
 
 # --------------------------------------------------------------- bad run directories
@@ -280,7 +389,8 @@ def test_a_run_that_cannot_load_its_data_leaves_no_directory(tmp_path: Path) -> 
     ("train", "cifar10_resnet", "--set", "data.data_dir={data_dir}"),
     ("train", "cifar10_resnet", "--data-dir", "{data_dir}"),
     ("sweep", "cifar10_resnet", "--lr-relative", "1,2", "--data-dir", "{data_dir}"),
-], ids=["train-set", "train-data-dir", "sweep"])
+    ("spectrum", "--dataset", "cifar10", "--data-dir", "{data_dir}"),
+], ids=["train-set", "train-data-dir", "sweep", "spectrum"])
 def test_absent_dataset_fails_fast_with_the_remedy(tmp_path: Path, command: tuple[str, ...]) -> None:
     data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
     data_dir.mkdir()
@@ -418,6 +528,19 @@ def test_the_malformed_corpus_is_large_enough() -> None:
 
 
 # ------------------------------------------------------------------------------ safety
+
+@pytest.mark.parametrize("command", [TRAIN, SWEEP], ids=["train", "sweep"])
+def test_a_default_output_dir_through_a_symlink_out_of_the_working_directory_is_refused(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    outside, here = tmp_path / "outside", tmp_path / "cwd"
+    outside.mkdir()
+    here.mkdir()
+    (here / "runs").symlink_to(outside)  # output.dir defaults to runs/<name>
+    with working_directory(here):
+        result = invoke(*command)
+    assert_clean_failure(result, 2, "symbolic link", "outside the working directory")
+    assert not any(outside.iterdir())
+
 
 def _model_with_code(marker: Path) -> Any:
     import keras

@@ -37,9 +37,8 @@ class ExactBatchNormalization(keras.layers.BatchNormalization):
     """BatchNormalization whose batch statistics have exact second derivatives."""
 
     def _moments(self, inputs, mask):
-        if mask is not None or self.synchronized:
-            # The masked path computes its moments explicitly (already exact);
-            # cross-replica statistics are left to Keras.
+        if mask is not None:
+            # The masked path computes its moments explicitly (already exact).
             return super()._moments(inputs, mask)
         return exact_moments(inputs, self._reduction_axes)
 
@@ -99,3 +98,27 @@ EXACT_REPLACEMENTS: dict[type, type] = {
     keras.layers.LayerNormalization: ExactLayerNormalization,
     keras.layers.GroupNormalization: ExactGroupNormalization,
 }
+
+
+def exact_replacement(layer: keras.layers.Layer) -> type | None:
+    """The exact class to clone a normalisation ``layer`` as, ``None`` for any
+    other layer; ``TypeError`` for one whose curvature would silently be wrong.
+
+    Refused: ``synchronized=True`` BatchNormalization (its statistics span the
+    replicas, which the oracle deals different micro-batches to) and
+    subclasses of the stock layers (they may override how the statistics are
+    computed, so neither the stock nor the exact class is known to be theirs).
+    """
+    kind = type(layer)
+    if kind in EXACT_REPLACEMENTS:
+        if getattr(layer, "synchronized", False):
+            raise TypeError(f"layer {layer.name!r}: BatchNormalization(synchronized=True) has no exact curvature "
+                            "twin (its statistics span the replicas); use synchronized=False, which the curvature "
+                            "oracle and FullBatchModel compute per micro-batch")
+        return EXACT_REPLACEMENTS[kind]
+    for stock in EXACT_REPLACEMENTS:
+        if isinstance(layer, stock):
+            raise TypeError(f"layer {layer.name!r} is a {kind.__name__}, a subclass of keras.layers.{stock.__name__}: "
+                            "Keras computes its statistics with inexact second derivatives and eoskeras cannot swap "
+                            f"a subclass for its exact twin; use keras.layers.{stock.__name__} itself")
+    return None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import keras
 
-from eoskeras.curvature.exact_norm import EXACT_REPLACEMENTS
+from eoskeras.curvature.exact_norm import exact_replacement
 
 _RANDOM_LAYERS = (
     keras.layers.Dropout,
@@ -36,7 +36,7 @@ def _clone_layer(layer: keras.layers.Layer, dtype: str) -> keras.layers.Layer:
     if isinstance(layer, _RANDOM_LAYERS):
         return keras.layers.Identity(name=layer.name, dtype=dtype)
     config = dict(layer.get_config(), dtype=dtype)
-    return EXACT_REPLACEMENTS.get(type(layer), type(layer)).from_config(config)
+    return (exact_replacement(layer) or type(layer)).from_config(config)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,39 @@
-"""The recipes shipped with eoskeras (the top-level ``recipes/`` folder).
+"""The recipes shipped with eoskeras.
+
+The top-level ``recipes/`` folder of the repository is their source (the files
+users read and copy); the build installs it as the package data
+``eoskeras.recipes.shipped`` (a ``package-dir`` mapping in ``pyproject.toml``),
+read here with ``importlib.resources``, so a wheel install finds them too.
 
 Example: ``load_recipe(bundled_recipes()["quickstart"])``.
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-# eoskeras is installed editable from the repository, so the folder sits two
-# levels above this package.
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+PACKAGE = "eoskeras.recipes.shipped"
+
+
+def _recipes_dir() -> Path:
+    try:
+        # A data-only folder is a namespace package: files() is a MultiplexedPath
+        # whose entries are real files (installed packages live on the file system).
+        entries = list(resources.files(PACKAGE).iterdir())
+    except ModuleNotFoundError:
+        entries = []
+    if entries:
+        return Path(str(entries[0])).parent
+    # An editable install (setuptools' editable finder does not map a data-only
+    # folder) or a source checkout on sys.path: the repository's folder.
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+RECIPES_DIR = _recipes_dir()
 
 
 def bundled_recipes() -> dict[str, Path]:
     """Bundled recipe names (file stems) mapped to their files, sorted by name.
-
-    Empty when the folder is absent (an install without the repository).
 
     Example: ``bundled_recipes()["quickstart"]`` -> ``.../recipes/quickstart.yaml``.
     """

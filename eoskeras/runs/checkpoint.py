@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from eoskeras.runs import layout
-from eoskeras.runs.files import atomic_write_json
+from eoskeras.runs.files import RunWriteError, atomic_write_json, writing
 from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.stopping import StopConditions
 
@@ -52,12 +52,16 @@ class Checkpointer:
     def save(self, step: int, extra: dict[str, Any] | None = None) -> None:
         if step == self.last_step:
             return
-        prefix = self._manager.save(checkpoint_number=step)
+        try:
+            prefix = self._manager.save(checkpoint_number=step)
+        except tf.errors.OpError as err:
+            # A full disk or a file-size limit: state.json still names the last complete checkpoint.
+            raise RunWriteError(f"cannot write checkpoint {step} in {self.directory}: {err.message}") from err
         state: dict[str, Any] = {"step": step, "checkpoint": Path(prefix).name, "stop": self.stop.state(), **(extra or {})}
         arrays_file = self.directory / f"state_{step:07d}.npz"
         if self.monitor is not None:
             state["monitor"], arrays = self.monitor.state()
-            with open(arrays_file, "wb") as f:
+            with writing(arrays_file), open(arrays_file, "wb") as f:  # named by state.json only once whole
                 np.savez(f, **arrays)
             state["arrays"] = arrays_file.name
         atomic_write_json(self.directory / "state.json", state)

@@ -7,13 +7,14 @@ most one torn final line, which readers skip.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -31,10 +32,27 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_default, allow_nan=True)
 
 
+class RunWriteError(OSError):
+    """A run file could not be written (a full disk, a file-size limit). What
+    was written before stays valid: whole files are replaced by rename,
+    a torn metrics line is dropped on resume."""
+
+
+@contextlib.contextmanager
+def writing(path: Path, tmp: Path | None = None) -> Iterator[None]:
+    """Report a failed write of ``path`` as ``RunWriteError``, removing its temporary file."""
+    try:
+        yield
+    except OSError as err:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise RunWriteError(f"cannot write {path}: {err}") from err
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with writing(path, tmp), open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -50,14 +68,14 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     and a lost one after a power cut costs a plot point, not the run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with writing(path, tmp), open(tmp, "wb") as f:
         np.save(f, array)
     os.replace(tmp, path)
 
 
 def append_line(path: Path, line: str) -> None:
     """Append one complete line and flush it to the OS."""
-    with open(path, "a", encoding="utf-8") as f:
+    with writing(path), open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
 

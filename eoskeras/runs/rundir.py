@@ -5,10 +5,17 @@ unless the caller asks to resume it or, explicitly, to replace it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from eoskeras.runs import layout
+
+LOCK = ".lock"
 
 
 class RunDirectoryError(Exception):
@@ -86,3 +93,51 @@ def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Pat
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_inside_working_directory(path: Path, field: str) -> None:
+    """Raise ``RunDirectoryError`` when ``path`` (a recipe's relative
+    ``field``) leads outside the working directory through a symbolic link:
+    the recipe check refuses '..' and absolute paths, this the links on disk."""
+    here = Path.cwd().resolve()
+    if not Path(path).resolve().is_relative_to(here):
+        raise RunDirectoryError(f"{field}: {str(path)!r} leads to {Path(path).resolve()} through a symbolic link, "
+                                f"outside the working directory {here}; allowed: a path below it (or choose --out)")
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the run directory's lock file while a run or sweep writes it.
+
+    ``flock`` locks belong to the open file, so the kernel drops the lock
+    when the process ends however it ends: a killed run leaves no stale lock.
+    """
+    fd = os.open(Path(path) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirectoryError(f"{path} is in use by another eoskeras process (it holds {Path(path) / LOCK}); "
+                                "wait for it to end, or stop it, then --resume") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def worker_scratch(path: Path, *, resume: bool) -> Iterator[Path]:
+    """A private directory, removed afterwards, for a non-chief worker of a
+    multi-worker run (Keras's convention: every worker saves its checkpoints,
+    only the chief's are kept). Resuming starts from a copy of the chief's
+    last checkpoint, so ``path`` must be visible to every worker (a shared
+    file system) to resume; a fresh run needs only the chief's."""
+    scratch = Path(tempfile.mkdtemp(prefix="eoskeras-worker-"))
+    try:
+        if resume:
+            check(path, resume=True)
+            shutil.copy2(Path(path) / layout.RESULT, scratch / layout.RESULT)
+            shutil.copytree(Path(path) / layout.CHECKPOINTS, scratch / layout.CHECKPOINTS)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -36,9 +36,9 @@ from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
 from eoskeras.runs.files import atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
-from eoskeras.runs.strategy import make_strategy
+from eoskeras.runs.strategy import is_chief, make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
-from eoskeras.training.full_batch import FullBatchModel
+from eoskeras.training.full_batch import FullBatchModel, check_ghost_batches
 from eoskeras.training.monitor import SharpnessMonitor, curvature_operator
 from eoskeras.training.optimizers import make_optimizer
 from eoskeras.training.stopping import StopConditions
@@ -103,6 +103,8 @@ def prepare(recipe: Recipe) -> Prepared:
             model = FullBatchModel(network, loss=recipe.loss, physical_batch_size=recipe.training.physical_batch_size)
     finally:
         keras.config.set_dtype_policy(policy)
+    check_ghost_batches(network, min(recipe.training.batch_size or len(data.x_train), len(data.x_train)),
+                        strategy.num_replicas_in_sync, recipe.training.physical_batch_size)
     c = recipe.curvature
     batch_norm = has_batch_norm(network)
     if batch_norm:
@@ -213,16 +215,36 @@ def _train_data(p: Prepared, start_step: int) -> tf.data.Dataset:
 def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
                progress: ProgressFactory | None = None, checkpoint_every: int | None = None,
                deterministic: bool = True) -> dict[str, Any]:
-    """Train ``recipe`` into a run directory and return its ``result.json`` record."""
+    """Train ``recipe`` into a run directory and return its ``result.json`` record.
+
+    Under ``multi_worker`` every worker calls this alike; only the chief writes
+    the run directory, the others train in step in a scratch directory.
+    """
     run_dir = Path(out_dir or recipe.output.dir)
-    rundir.check(run_dir, resume=resume, overwrite=overwrite)
-    if resume:
-        rundir.check_same_recipe(run_dir, recipe)
+    if out_dir is None:
+        rundir.check_inside_working_directory(run_dir, "output.dir")
+    chief = is_chief(recipe.strategy)
+    if chief:
+        rundir.check(run_dir, resume=resume, overwrite=overwrite)
+        if resume:
+            rundir.check_same_recipe(run_dir, recipe)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     # Data before the directory: a run that cannot load its data leaves nothing behind.
     p = prepare(recipe)
+    if not chief:
+        with rundir.worker_scratch(run_dir, resume=resume) as scratch:
+            return _train(p, scratch, resume=resume, progress=None, checkpoint_every=checkpoint_every,
+                          deterministic=deterministic)
     rundir.prepare(run_dir, resume=resume, overwrite=overwrite)
+    with rundir.locked(run_dir):
+        return _train(p, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+                      deterministic=deterministic)
+
+
+def _train(p: Prepared, run_dir: Path, *, resume: bool, progress: ProgressFactory | None,
+           checkpoint_every: int | None, deterministic: bool) -> dict[str, Any]:
+    recipe = p.recipe
     result_path = run_dir / layout.RESULT
     if resume:
         result = read_record(result_path)

@@ -42,6 +42,40 @@ def accuracy_per_example(y_true, outputs):
     return tf.cast(tf.equal(predicted, labels), tf.float32)
 
 
+class GhostBatchError(ValueError):
+    """Under sharding, BatchNorm's ghost batches would differ from one device's."""
+
+
+def _has_batch_norm(layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization) or any(
+        _has_batch_norm(sub) for sub in getattr(layer, "layers", ()))
+
+
+def check_ghost_batches(network: keras.Model, batch: int, replicas: int, physical_batch_size: int) -> None:
+    """Raise ``GhostBatchError`` when ``replicas`` shards of a ``batch`` would
+    form other BatchNorm ghost batches than one device does.
+
+    One device cuts the batch into micro-batches of ``physical_batch_size``
+    (the curvature oracle deals whole micro-batches to replicas, so it agrees);
+    each replica cuts its own shard. The two partitions are the same only when
+    every shard is a whole number of micro-batches.
+    """
+    if replicas <= 1 or not _has_batch_norm(network):
+        return
+    shard, left = divmod(batch, replicas)
+    if left == 0 and shard % physical_batch_size == 0:
+        return
+    if left:
+        remedy = f"a batch that is a multiple of {replicas}"
+    else:
+        fits = next(d for d in range(min(physical_batch_size, shard), 0, -1) if shard % d == 0)
+        remedy = f"a physical_batch_size dividing {shard:,}, such as {fits:,}"
+    raise GhostBatchError(
+        f"training.physical_batch_size: {physical_batch_size:,} does not split the {batch:,}-example batch sharded "
+        f"over {replicas} replicas ({batch / replicas:,.6g} each) into whole micro-batches, so BatchNorm's ghost "
+        f"batches would differ from one device's and from the Hessian's; allowed: {remedy}")
+
+
 @keras.saving.register_keras_serializable(package="eoskeras")
 class FullBatchModel(keras.Model):
     """Wraps ``network`` (a Keras model producing logits/outputs) for exact
@@ -96,6 +130,9 @@ class FullBatchModel(keras.Model):
         total = tf.cast(n, tf.float32)
         if replica is not None and replica.num_replicas_in_sync > 1:
             total = replica.all_reduce(tf.distribute.ReduceOp.SUM, total)
+            if training and x.shape[0] is not None:  # checked while tracing
+                replicas = replica.num_replicas_in_sync
+                check_ghost_batches(self.network, x.shape[0] * replicas, replicas, size)
 
         # An explicit while loop: Keras does not run AutoGraph on train_step.
         def body(i, loss_sum, acc_sum, grad_sums):
@@ -117,6 +154,27 @@ class FullBatchModel(keras.Model):
             loss_sum, acc_sum = replica.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, acc_sum])
         return loss_sum, acc_sum, grad_sums
 
+    def _results(self):
+        # Keras averages a step's logs over MultiWorkerMirroredStrategy
+        # workers along axis 0, which a scalar lacks. The values are already
+        # all-reduced, equal on every replica, so a length-1 vector averages
+        # to the same scalar.
+        vector = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+        return {m.name: tf.reshape(m.result(), [1]) if vector else m.result() for m in self.metrics}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds the model from a distributed batch reduced to one value;
+        # MultiWorkerMirroredStrategy cannot reduce an (x, y) tuple. The batch
+        # only gives shapes, so a replica's local shard does as well.
+        strategy = self.distribute_strategy
+        if iterator is not None and data_batch is None and isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data):
         x, y = data[0], data[1]
         loss, acc, grads = self.accumulate(x, y)
@@ -124,14 +182,14 @@ class FullBatchModel(keras.Model):
         # Loss and accuracy are those at the weights *before* this update.
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.metrics}
+        return self._results()
 
     def test_step(self, data):
         x, y = data[0], data[1]
         loss, acc, _ = self.accumulate(x, y, training=False, gradients=False)
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(acc)
-        return {m.name: m.result() for m in self.metrics}
+        return self._results()
 
     def fit_full_batch(self, x, y, steps: int, *, initial_step: int = 0, validation_data=None,
                        eval_every: int = 1, callbacks=None, verbose: int = 0) -> keras.callbacks.History:
