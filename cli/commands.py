@@ -42,6 +42,7 @@ def _require_data(recipe) -> None:
 def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> int:
     _require_data(recipe)
     from eoskeras.data import DataUnavailableError
+    from eoskeras.recipes import RecipeError
     from eoskeras.reports.live import RichProgress
     from eoskeras.runs.checkpoint import CheckpointError
     from eoskeras.runs.files import RunWriteError
@@ -59,7 +60,7 @@ def run_training(recipe, out: str | None, *, resume: bool, overwrite: bool, quie
         fail(f"{err} (no space left, or a file-size limit?); files are replaced whole, so "
              f"{run_dir} keeps its last checkpoint; once there is space, the same command with --resume continues",
              1)
-    except (RunDirectoryError, GhostBatchError, StrategyError) as err:
+    except (RunDirectoryError, GhostBatchError, StrategyError, RecipeError) as err:
         fail(str(err), 2)
     except (DataUnavailableError, CheckpointError) as err:
         fail(str(err), 1)

@@ -1,26 +1,31 @@
 """Every bundled recipe with ``lr_relative`` trains at that multiple of the
 threshold of the loss its train step optimises.
 
-Each recipe runs at a reduced size (20 examples in two BatchNorm ghost batches
-of 10, the same model and data kind) for one step. λ₀ is then recomputed
-without the curvature engine: ARPACK on finite differences of
-``FullBatchModel.accumulate``, the gradient ``train_step`` applies. The check
-runs in float64, since float32 rounding swamps differences small enough to
-step over ReLU kinks; the loss itself (chunks, BatchNorm statistics) is the
-recipe's.
+Each recipe runs at a reduced size (10 examples in two BatchNorm ghost batches
+of 5, the same model and data kind) for one step. Its first measurement's top
+eigenvector is then checked without the curvature engine: finite differences
+of ``FullBatchModel.accumulate``, the gradient ``train_step`` applies, give
+vᵀHv and ‖Hv − λv‖ for the train step's own Hessian. A small residual makes λ
+an eigenvalue of that Hessian, and η·λ/c must equal lr_relative. One recipe
+is also checked with ARPACK on those differences alone (λ₀ found without the
+engine's vector). The check runs in float64, since float32 rounding swamps
+differences small enough to step over ReLU kinks; the loss itself (chunks,
+BatchNorm statistics) is the recipe's.
 """
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from clitools import cli
 from eoskeras.recipes import bundled_recipes, load_recipe
 from eoskeras.runs import layout
 from eoskeras.runs.files import read_jsonl
 from eoskeras.runs.runner import prepare, recipe_optimizer, run_recipe
-from eoskeras.training.verify import train_step_sharpness
+from eoskeras.training.verify import train_step_rayleigh, train_step_sharpness
 
 # Threshold constants c (stable while sharpness < c/η), written out here rather
 # than taken from eoskeras: GD 2; Adam (2 + 2β₁)/(1 − β₁).
@@ -36,9 +41,9 @@ def test_the_paper_recipes_are_checked():
 
 
 def _reduced(name: str, tmp_path) -> list[str]:
-    return ["data.train_size=20", "data.test_size=10", "data.dtype=float64", "training.physical_batch_size=10",
+    return ["data.train_size=10", "data.test_size=10", "data.dtype=float64", "training.physical_batch_size=5",
             "training.max_steps=1", "training.batch_size=null", "curvature.hessian_size=null",
-            "curvature.micro_batch_size=null", "curvature.dtype=float64", "curvature.top_k=1", "curvature.every=1",
+            "curvature.micro_batch_size=null", "curvature.dtype=float64", "curvature.top_k=1", "curvature.every=2",
             "curvature.also_inference=false", "flatness.enabled=false", f"data.data_dir={tmp_path / 'data'}",
             f"output.dir=runs/{name}"]
 
@@ -47,7 +52,7 @@ def _reduced(name: str, tmp_path) -> list[str]:
 def test_lr_relative_is_the_multiple_of_the_trained_threshold(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = load_recipe(bundled_recipes()[name], _reduced(name, tmp_path))
-    mock = (tfds.testing.mock_data(num_examples=40) if recipe.data.dataset != "mnist5k"
+    mock = (tfds.testing.mock_data(num_examples=20) if recipe.data.dataset != "mnist5k"
             else contextlib.nullcontext())
     with mock:
         result = run_recipe(recipe)
@@ -55,12 +60,18 @@ def test_lr_relative_is_the_multiple_of_the_trained_threshold(name, tmp_path, mo
     o = recipe.optimizer
     c = THRESHOLD_CONSTANT[o.name](recipe.to_dict()["optimizer"])
     probe = recipe_optimizer(recipe, result["lr"])
-    check = train_step_sharpness(p.model, p.data.x_train, p.data.y_train, optimizer=probe, tol=1e-6)
+    run = tmp_path / f"runs/{name}"
+    vector = np.load(run / layout.eigenvector_file(0))[:, 0]
+    check = train_step_rayleigh(p.model, p.data.x_train, p.data.y_train, vector, optimizer=probe)
+    assert check.residual < 0.01
     assert result["lr"] * check.lambda_max / c == pytest.approx(o.lr_relative, rel=0.02)
     # The monitor measures the same loss: its first λ_max at the full rate is lr_relative × threshold.
-    first = read_jsonl(tmp_path / f"runs/{name}" / layout.CURVATURE)[0]
+    first = read_jsonl(run / layout.CURVATURE)[0]
     assert first["step"] == 0 and first["converged"]
     assert result["lr"] * first["lambda_max"] / c == pytest.approx(o.lr_relative, rel=0.02)
+    if name == "digits_vgg":  # λ₀ found by ARPACK on the train step's differences alone
+        alone = train_step_sharpness(p.model, p.data.x_train, p.data.y_train, tol=1e-4)
+        assert alone.lambda_max == pytest.approx(check.lambda_max, rel=1e-3)
 
 
 def test_inference_mode_differs_and_is_recorded_apart(tmp_path, monkeypatch):
@@ -80,3 +91,15 @@ def test_inference_mode_differs_and_is_recorded_apart(tmp_path, monkeypatch):
     assert records[0]["inference_converged"]
     assert records[0]["lambda_max_inference"] == pytest.approx(result["initial_sharpness_inference"], rel=1e-2)
     assert records[0]["lambda_max"] == pytest.approx(result["initial_sharpness"], rel=1e-2)
+
+
+@pytest.mark.parametrize("override, field", [("curvature.micro_batch_size=50", "curvature.micro_batch_size"),
+                                             ("curvature.hessian_size=150", "curvature.hessian_size")])
+def test_a_hessian_over_other_batchnorm_chunks_is_refused(override, field, tmp_path, monkeypatch):
+    """With BatchNorm the chunks are part of the loss: a Hessian over others would measure another loss."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "digits_vgg", "--set", "data.train_size=200", "--set", "training.physical_batch_size=100",
+                 "--set", override, "--out", "run")
+    assert result.exit_code == 2, result.output
+    assert f"{field}:" in result.output and "the train step's chunks" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

@@ -5,17 +5,21 @@ The curvature engine differentiates a *twin* of the network twice. This
 module touches neither the twin nor second derivatives: it takes central
 finite differences of ``FullBatchModel.accumulate``, the very gradient
 ``train_step`` applies (same chunks, same BatchNorm batch statistics, same
-regularisers), and hands them to SciPy's ARPACK. If the two agree, the
-learning rate resolved from the engine's λ₀ is the multiple of the threshold
-that training really faces.
+regularisers). If the two agree, the learning rate resolved from the engine's
+λ₀ is the multiple of the threshold that training really faces.
 
 Example:
 
 ```python
 model = FullBatchModel(net, loss="cross_entropy", physical_batch_size=500)
-check = train_step_sharpness(model, x_train, y_train)
+check = train_step_sharpness(model, x_train, y_train)        # ARPACK on the differences
 check.lambda_max, check.num_gradients
+along = train_step_rayleigh(model, x_train, y_train, top_vector)  # one product
+along.lambda_max, along.residual                             # vᵀHv and ‖Hv − λv‖/|λ|
 ```
+
+Use a float64 model: float32 rounding swamps differences small enough to
+step over ReLU and max-pool kinks.
 """
 from __future__ import annotations
 
@@ -31,69 +35,88 @@ from eoskeras.training.thresholds import is_adaptive, preconditioner
 
 @dataclass(frozen=True)
 class SharpnessCheck:
-    """λ_max from finite differences of the train step's gradient."""
+    """A sharpness from finite differences of the train step's gradient;
+    ``residual`` is ‖Hv − λv‖/|λ| along a given vector (None from ARPACK)."""
 
     lambda_max: float
     num_gradients: int
-    epsilon: float
+    residual: float | None = None
 
 
-def train_step_sharpness(model: FullBatchModel, x, y, *, optimizer=None, epsilon: float = 1e-6, agreement: float = 1e-3, tol: float = 1e-4,
-                         seed: int = 0) -> SharpnessCheck:
-    """Top eigenvalue of the train step's loss Hessian, by ARPACK on
-    (g(w + εv) − g(w − εv)) / 2ε with g the accumulated full-batch gradient.
+class TrainStepHessian:
+    """Products with the Hessian of the train step's loss (or with
+    P^(-1/2) H P^(-1/2) for an adaptive ``optimizer``, whose eigenvalues are
+    those of P⁻¹H), by central differences of ``model.accumulate``.
 
-    For an adaptive ``optimizer`` (RMSProp, Adam and the clipped variants)
-    the operator is P^(-1/2) H P^(-1/2), whose eigenvalues are those of P⁻¹H,
-    with P the preconditioner its next step will use (``preconditioner``).
-    Each product takes differences at steps ε and ε/2 of ‖εv‖, and shrinks
-    the step until the two agree to ``agreement``. Use a float64 model:
-    float32 rounding swamps differences this small. The model's weights and
-    BatchNorm statistics are restored afterwards.
+    A context manager: the model's weights and BatchNorm statistics are
+    restored on exit. Each product takes differences at steps ε and ε/2 of
+    ‖εv‖ and shrinks the step until the two agree to ``agreement``: a
+    difference that straddles a kink is O(1/step) wrong, and a smaller step
+    is unlikely to meet it again.
     """
-    variables = model.trainable_variables
-    state = model.network.non_trainable_variables
-    saved = [v.numpy() for v in variables], [v.numpy() for v in state]
-    shapes = [tuple(v.shape) for v in variables]
-    sizes = [int(np.prod(s)) for s in shapes]
-    w0 = np.concatenate([w.ravel() for w in saved[0]]).astype(np.float64)
-    gradient = tf.function(lambda: model.accumulate(tf.constant(x), tf.constant(y))[2])
-    count = 0
 
-    def gradient_at(w: np.ndarray) -> np.ndarray:
-        nonlocal count
-        count += 1
-        for var, part, shape in zip(variables, np.split(w, np.cumsum(sizes)[:-1]), shapes):
-            var.assign(part.reshape(shape).astype(var.dtype))
-        return np.concatenate([np.ravel(g.numpy()) for g in gradient()]).astype(np.float64)
-
-    def difference(u: np.ndarray, step: float) -> np.ndarray:
-        return (gradient_at(w0 + step * u) - gradient_at(w0 - step * u)) / (2 * step)
-
-    def matvec(v: np.ndarray) -> np.ndarray:
-        u = scale * np.ravel(v)
-        step = epsilon / max(np.linalg.norm(u), 1e-300)
-        # ReLU and max-pool kinks make the gradient jump; a difference that
-        # straddles one is O(1/step) wrong. Two step sizes that disagree
-        # reveal it, and a smaller step is then unlikely to meet the kink.
-        wide = difference(u, step)
-        while True:
-            narrow = difference(u, step / 2)
-            if np.linalg.norm(wide - narrow) <= agreement * np.linalg.norm(narrow) or step < 1e-6 * epsilon:
-                return scale * narrow
-            step /= 16
-            wide = difference(u, step)
-
-    n = len(w0)
-    scale = 1.0
-    try:
+    def __init__(self, model: FullBatchModel, x, y, *, optimizer=None, epsilon: float = 1e-6,
+                 agreement: float = 1e-3) -> None:
+        self.model, self.epsilon, self.agreement = model, epsilon, agreement
+        self.variables = model.trainable_variables
+        self._state = model.network.non_trainable_variables
+        self._saved = [v.numpy() for v in self.variables], [v.numpy() for v in self._state]
+        self._sizes = [int(np.prod(v.shape)) for v in self.variables]
+        self.w0 = np.concatenate([w.ravel() for w in self._saved[0]]).astype(np.float64)
+        self.dim = len(self.w0)
+        self.num_gradients = 0
+        self._gradient = tf.function(lambda: model.accumulate(tf.constant(x), tf.constant(y))[2])
+        self._scale = 1.0
         if optimizer is not None and is_adaptive(optimizer):
-            scale = 1.0 / np.sqrt(preconditioner(optimizer, variables, gradient_at(w0)))
-        value = eigsh(LinearOperator((n, n), matvec=matvec, dtype=np.float64), k=1, which="LA", tol=tol,
+            self._scale = 1.0 / np.sqrt(preconditioner(optimizer, self.variables, self.gradient_at(self.w0)))
+
+    def __enter__(self) -> "TrainStepHessian":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for var, value in zip(self.variables + self._state, self._saved[0] + self._saved[1]):
+            var.assign(value)
+
+    def gradient_at(self, w: np.ndarray) -> np.ndarray:
+        self.num_gradients += 1
+        for var, part in zip(self.variables, np.split(w, np.cumsum(self._sizes)[:-1])):
+            var.assign(part.reshape(var.shape).astype(var.dtype))
+        return np.concatenate([np.ravel(g.numpy()) for g in self._gradient()]).astype(np.float64)
+
+    def _difference(self, u: np.ndarray, step: float) -> np.ndarray:
+        return (self.gradient_at(self.w0 + step * u) - self.gradient_at(self.w0 - step * u)) / (2 * step)
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        u = self._scale * np.ravel(v)
+        step = self.epsilon / max(np.linalg.norm(u), 1e-300)
+        wide = self._difference(u, step)
+        while True:
+            narrow = self._difference(u, step / 2)
+            if np.linalg.norm(wide - narrow) <= self.agreement * np.linalg.norm(narrow) or step < 1e-6 * self.epsilon:
+                return self._scale * narrow
+            step /= 16
+            wide = self._difference(u, step)
+
+
+def train_step_sharpness(model: FullBatchModel, x, y, *, optimizer=None, tol: float = 1e-4, seed: int = 0,
+                         **differences: float) -> SharpnessCheck:
+    """Top eigenvalue of the train step's loss Hessian (P⁻¹H for an adaptive
+    ``optimizer``), by SciPy's ARPACK on ``TrainStepHessian`` products."""
+    with TrainStepHessian(model, x, y, optimizer=optimizer, **differences) as h:
+        n = h.dim
+        value = eigsh(LinearOperator((n, n), matvec=h.matvec, dtype=np.float64), k=1, which="LA", tol=tol,
                       v0=np.random.default_rng(seed).standard_normal(n), return_eigenvectors=False)[0]
-    finally:
-        for var, value_ in zip(variables, saved[0]):
-            var.assign(value_)
-        for var, value_ in zip(state, saved[1]):
-            var.assign(value_)
-    return SharpnessCheck(lambda_max=float(value), num_gradients=count, epsilon=epsilon)
+    return SharpnessCheck(lambda_max=float(value), num_gradients=h.num_gradients)
+
+
+def train_step_rayleigh(model: FullBatchModel, x, y, vector: np.ndarray, *, optimizer=None,
+                        **differences: float) -> SharpnessCheck:
+    """vᵀHv/vᵀv of the train step's loss along ``vector`` and the relative
+    residual ‖Hv − λv‖/|λ|: a small residual makes λ an eigenvalue of that
+    Hessian. One product (four or more gradients)."""
+    v = np.asarray(vector, dtype=np.float64) / np.linalg.norm(vector)
+    with TrainStepHessian(model, x, y, optimizer=optimizer, **differences) as h:
+        hv = h.matvec(v)
+    value = float(v @ hv)
+    return SharpnessCheck(lambda_max=value, num_gradients=h.num_gradients,
+                          residual=float(np.linalg.norm(hv - value * v) / max(abs(value), 1e-300)))
