@@ -10,9 +10,8 @@ from eoskeras.cli.main import console, emit_json, fail
 from eoskeras.runs import layout
 
 
-def _from_run(run_dir: Path):
-    import tensorflow as tf
-
+def prepare_run(run_dir: Path):
+    """The run's data, network (initial weights) and oracle, rebuilt from its recipe."""
     from eoskeras.recipes import RecipeError, load_recipe
     from eoskeras.runs.runner import prepare
 
@@ -20,19 +19,35 @@ def _from_run(run_dir: Path):
         recipe = load_recipe(run_dir / layout.RECIPE)
     except RecipeError as err:
         fail(f"{run_dir}: {err}", 2)
-    prepared = prepare(recipe)
+    return prepare(recipe)
+
+
+def restore_weights(network, prefix: str, run_dir: Path) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.train.Checkpoint(model=network).restore(prefix).expect_partial()
+    # TensorFlow reports a truncated checkpoint file as an IndexError.
+    except (IndexError, ValueError, tf.errors.OpError) as err:
+        fail(f"{run_dir}: cannot read the weights from {prefix} ({type(err).__name__}: {err})", 1)
+
+
+def latest_checkpoint(run_dir: Path) -> str:
+    import tensorflow as tf
+
     latest = tf.train.latest_checkpoint(str(run_dir / layout.CHECKPOINTS))
     if latest is None:
         fail(f"{run_dir}: no checkpoint to read the weights from", 1)
-    try:
-        tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
-    # TensorFlow reports a truncated checkpoint file as an IndexError.
-    except (IndexError, ValueError, tf.errors.OpError) as err:
-        fail(f"{run_dir}: cannot read the weights from {latest} ({type(err).__name__}: {err})", 1)
+    return latest
+
+
+def _from_run(run_dir: Path):
+    prepared = prepare_run(run_dir)
+    restore_weights(prepared.network, latest_checkpoint(run_dir), run_dir)
     return prepared.oracle  # in the run's own curvature modes
 
 
-def _with_data(network, dataset: str, examples: int, loss: str):
+def with_data(network, dataset: str, examples: int, loss: str):
     from eoskeras.data import DataSpec, load_data
     from eoskeras.data.catalog import DATASETS
 
@@ -50,19 +65,51 @@ def _with_data(network, dataset: str, examples: int, loss: str):
     return HessianOracle(network, loss, bundle.x_train, bundle.y_train)
 
 
+def load_saved_model(source: str):
+    import keras
+
+    try:
+        return keras.saving.load_model(source, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types for a bad file
+        fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
+
+
 def _demo(dataset: str, examples: int, loss: str):
     from eoskeras.data.catalog import DATASETS
     from eoskeras.models import build_model
 
     info = DATASETS[dataset]
-    return _with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss)
+    return with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss)
+
+
+def _measure(oracle, operator: str, layers: str | None, *, top_k: int, trace_hvps: int,
+             density_steps: int) -> dict[str, Any]:
+    import eoskeras
+
+    op = oracle if operator == "hessian" else eoskeras.GaussNewtonOperator(oracle, operator)
+    spectrum = eoskeras.lanczos(op, k=top_k, tol=1e-6, smallest=True, seed=0)
+    trace = eoskeras.hutchpp_trace(op, trace_hvps, seed=0)
+    result: dict[str, Any] = {"operator": operator, **spectrum.record(), **trace.record()}
+    if operator != "hessian":
+        hessian = eoskeras.lanczos(oracle, k=1, tol=1e-6, seed=0)
+        result.update(hessian_lambda_max=hessian.lambda_max, hessian_hvps=hessian.num_hvps,
+                      ratio_to_hessian=spectrum.lambda_max / hessian.lambda_max)
+    if density_steps:
+        density = eoskeras.spectral_density(op, 4, density_steps, seed=0)
+        result["density_nodes_range"] = [float(density.nodes.min()), float(density.nodes.max())]
+    if layers is not None:
+        try:
+            spectra = eoskeras.layer_spectra(op, oracle.model, layers, top_k=top_k, tol=1e-6,
+                                             trace_hvps=trace_hvps, seed=0)
+        except ValueError as err:
+            fail(f"--layers: {err}", 2)
+        result["layers"] = [s.record() for s in spectra]
+    return result
 
 
 def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
-                     dataset: str, loss: str, as_json: bool) -> int:
-    import keras
-
-    import eoskeras
+                     dataset: str, loss: str, as_json: bool, operator: str = "hessian",
+                     layers: str | None = None) -> int:
     from eoskeras.data import DataUnavailableError
 
     try:
@@ -73,11 +120,7 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
             oracle = _from_run(Path(source))
             what = f"final weights of {source}"
         elif Path(source).is_file():
-            try:
-                model = keras.saving.load_model(source, compile=False, safe_mode=True)
-            except Exception as err:  # Keras raises many types for a bad file
-                fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
-            oracle = _with_data(model, dataset, examples, loss)
+            oracle = with_data(load_saved_model(source), dataset, examples, loss)
             what = f"saved model {source} on {oracle.num_examples} {dataset} examples"
         else:
             fail(f"{source}: no such run directory or saved model", 2)
@@ -85,12 +128,15 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
         fail(str(err), 1)
     if not math.isfinite(oracle.loss()):
         fail(f"{what}: the loss is not finite there (the run diverged?), so there is no spectrum to measure", 1)
-    spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)
-    trace = eoskeras.hutchpp_trace(oracle, trace_hvps, seed=0)
-    result: dict[str, Any] = {"source": what, **spectrum.record(), **trace.record()}
-    if density_steps:
-        density = eoskeras.spectral_density(oracle, 4, density_steps, seed=0)
-        result["density_nodes_range"] = [float(density.nodes.min()), float(density.nodes.max())]
+    result = {"source": what, **_measure(oracle, operator, layers, top_k=top_k, trace_hvps=trace_hvps,
+                                         density_steps=density_steps)}
+    if source is not None and Path(source).is_dir():
+        from eoskeras.runs.files import atomic_write_json
+
+        from eoskeras.reports.spectrum_plot import plot_spectrum
+
+        atomic_write_json(Path(source) / layout.spectrum_file(operator), result)
+        plot_spectrum(result, Path(source) / layout.PLOTS / f"spectrum_{operator}.png")
     if as_json:
         emit_json(result)
         return 0
@@ -103,7 +149,8 @@ def _print(result: dict[str, Any], what: str) -> None:
 
     from eoskeras.reports.formatting import fmt_pm
 
-    table = Table(title=f"Hessian spectrum: {what}")
+    name = {"hessian": "Hessian", "ggn": "Gauss-Newton (GGN)", "fisher": "empirical Fisher"}[result["operator"]]
+    table = Table(title=f"{name} spectrum: {what}")
     table.add_column("#", justify="right")
     table.add_column("eigenvalue", justify="right")
     table.add_column("residual ||Hv - lv||", justify="right")
@@ -113,6 +160,17 @@ def _print(result: dict[str, Any], what: str) -> None:
     out = console()
     out.print(table)
     out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {fmt_pm(result['trace'], result['trace_stderr'], '.6g')}")
+    if "hessian_lambda_max" in result:
+        out.print(f"{name} lambda_max {result['eigenvalues'][0]:.6g} vs Hessian lambda_max "
+                  f"{result['hessian_lambda_max']:.6g}: ratio {result['ratio_to_hessian']:.4f}")
+    if "layers" in result:
+        layers = Table(title=f"{name} restricted to each layer")
+        for column in ("layer", "params", "lambda_max", "trace", "HVPs"):
+            layers.add_column(column, justify="left" if column == "layer" else "right", overflow="fold")
+        for row in result["layers"]:
+            layers.add_row(row["layer"], f"{row['num_params']:,}", f"{row['lambda_max']:.5g}",
+                           fmt_pm(row["trace"], row["trace_stderr"], ".5g"), str(row["num_hvps"]))
+        out.print(layers)
     if "density_nodes_range" in result:
         lo, hi = result["density_nodes_range"]
         out.print(f"spectral density support (SLQ): [{lo:.4g}, {hi:.4g}]")

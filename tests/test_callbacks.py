@@ -104,3 +104,23 @@ def test_flatness_report_against_its_definitions():
     assert r["accuracy_gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
     assert r["hessian"]["dtype"] == "float64" and report.density is not None
     assert r["threshold"] == pytest.approx(4.0)
+    ggn = eoskeras.GaussNewtonOperator(oracle)
+    ggn_top = np.linalg.eigvalsh(np.stack([ggn.matvec(e) for e in np.eye(oracle.dim)], axis=1))[-1]
+    assert r["ggn_lambda_max"] == pytest.approx(ggn_top, rel=1e-4)
+    assert r["ggn_hessian_ratio"] == pytest.approx(ggn_top / eig[0], rel=1e-4)
+
+
+def test_monitor_records_per_layer_sharpness_every_measurement():
+    net, x, y = problem()
+    net.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=2, top_k=1, tol=1e-6, dtype="float64", layers=".")
+    history = net.fit(x, y, batch_size=len(x), epochs=2, verbose=0, shuffle=False, callbacks=[monitor])
+    names = [layer.name for layer in net.layers]
+    assert [sorted(r["layer_lambda_max"]) for r in monitor.records] == [sorted(names)] * 2
+    # The block's λ_max is the top eigenvalue of the dense Hessian's diagonal block.
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    dense = np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1)
+    for name, indices in eoskeras.parameter_blocks(net).items():
+        block = dense[np.ix_(indices, indices)]
+        assert monitor.records[-1]["layer_lambda_max"][name] == pytest.approx(np.linalg.eigvalsh(block)[-1], rel=1e-5)
+        assert history.history[f"lambda_max/{name}"][-1] == monitor.records[-1]["layer_lambda_max"][name]

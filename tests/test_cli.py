@@ -77,6 +77,39 @@ def test_spectrum_of_a_run_and_of_the_demo(short_run: Path):
     assert demo.exit_code == 0 and "Hessian spectrum: demo network" in demo.output
 
 
+def test_spectrum_of_the_gauss_newton_and_per_layer(short_run: Path):
+    result = cli("spectrum", str(short_run), "--operator", "ggn", "--layers", ".", "--top-k", "2",
+                 "--trace-hvps", "9")
+    assert result.exit_code == 0, result.output
+    assert "vs Hessian lambda_max" in result.output and "restricted to each layer" in result.output
+    written = json.loads((short_run / layout.spectrum_file("ggn")).read_text())
+    assert (short_run / layout.PLOTS / "spectrum_ggn.png").stat().st_size > 10_000
+    assert written["operator"] == "ggn" and 0 < written["eigenvalues"][0] <= written["hessian_lambda_max"] * 1.5
+    assert written["ratio_to_hessian"] == pytest.approx(written["eigenvalues"][0] / written["hessian_lambda_max"])
+    assert [row["layer"] for row in written["layers"]] == ["dense1", "dense2", "logits"]
+    # Each layer's block is a principal submatrix of a PSD matrix: its λ_max is at most the whole one.
+    assert all(0 < row["lambda_max"] <= written["eigenvalues"][0] * (1 + 1e-4) for row in written["layers"])
+    bad = cli("spectrum", str(short_run), "--layers", "lstm")
+    assert bad.exit_code == 2 and "--layers" in bad.output and "allowed: dense1, dense2, logits" in bad.output
+
+
+def test_landscape_of_a_run_at_start_middle_and_end(short_run: Path):
+    before = {p: p.read_bytes() for p in (short_run / layout.CHECKPOINTS).rglob("*") if p.is_file()}
+    result = cli("landscape", str(short_run), "--directions", "eig", "--span", "0.2", "--points", "5")
+    assert result.exit_code == 0, result.output
+    record = json.loads((short_run / layout.LANDSCAPE / "landscape_eig.json").read_text())
+    assert [s["step"] for s in record["slices"]] == [0, 10, 20]
+    curvature = {c["step"]: c for c in read_jsonl(short_run / layout.CURVATURE)}
+    for s in record["slices"]:
+        # The slices are through the weights the run had at that step: its measured top eigenvalue.
+        assert s["line"]["eigenvalues"][0] == pytest.approx(curvature[s["step"]]["lambda_max"], rel=1e-3)
+        assert len(s["plane"]["loss"]) == 5 and len(s["plane"]["loss"][0]) == 5
+    assert (short_run / layout.PLOTS / "landscape_eig.png").stat().st_size > 10_000
+    assert {p: p.read_bytes() for p in (short_run / layout.CHECKPOINTS).rglob("*") if p.is_file()} == before
+    bad = cli("landscape", str(short_run), "--points", "2")
+    assert bad.exit_code == 2 and "--points" in bad.output
+
+
 def test_recipes_lists_every_bundled_recipe():
     result = cli("recipes", "--json")
     names = {r["name"] for r in json.loads(result.output)}

@@ -144,6 +144,9 @@ def _flatness(run: RunData) -> Group | Text:
          f"mean loss increase, σ = {fmt(flat.get('noise_sigma'))} (± stderr)"),
         ("λ_max / threshold", fmt(flat.get("sharpness_ratio"), ".3f"), ratio_note),
     ]
+    if flat.get("ggn_lambda_max") is not None:
+        rows.append(("GGN λ_max", fmt(flat["ggn_lambda_max"]),
+                     f"Gauss-Newton JᵀH_LJ; {fmt(flat.get('ggn_hessian_ratio'), '.3f')} × the Hessian's"))
     table = Table()
     table.add_column("measure")
     table.add_column("value", justify="right")

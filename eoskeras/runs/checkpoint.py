@@ -40,11 +40,21 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def milestone_prefixes(directory: Path) -> list[Path]:
+    """Checkpoint prefixes of the kept milestone weights, by step."""
+    return sorted(p.with_suffix("") for p in (Path(directory) / layout.MILESTONES).glob("step_*.index"))
+
+
+def milestone_step(prefix: Path) -> int:
+    return int(prefix.name.split("_")[1])
+
+
 class Checkpointer:
     def __init__(self, run_dir: Path, network: keras.Model, optimizer: keras.optimizers.Optimizer,
                  monitor: SharpnessMonitor | None, stop: StopConditions, keep: int = 2) -> None:
         self.directory = Path(run_dir) / layout.CHECKPOINTS
         self.monitor, self.stop, self.keep = monitor, stop, keep
+        self.network = network
         self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer)
         self._manager = tf.train.CheckpointManager(self._checkpoint, str(self.directory), max_to_keep=keep)
         self.last_step: int | None = None
@@ -63,6 +73,17 @@ class Checkpointer:
         atomic_write_json(self.directory / "state.json", state)
         self.last_step = step
         self._prune_arrays()
+        self._save_milestone(step)
+
+    def _save_milestone(self, step: int) -> None:
+        """Keep the network's weights at steps at least twice the last kept
+        one (10, 20, 40, ... for checkpoints every 10 steps): a log-spaced
+        history, for views of the run's middle (landscape slices) that the
+        rolling checkpoints forget."""
+        kept = [milestone_step(p) for p in milestone_prefixes(self.directory)]
+        if step > 0 and (not kept or step >= 2 * max(kept)):
+            tf.train.Checkpoint(model=self.network).write(
+                str(self.directory / layout.MILESTONES / f"step_{step:07d}"))
 
     def restore(self) -> dict[str, Any]:
         """Restore the newest complete checkpoint; returns its state record."""

@@ -34,6 +34,7 @@ import numpy as np
 
 from eoskeras.curvature.operators import PreconditionedOperator
 from eoskeras.curvature.oracle import HessianOracle
+from eoskeras.curvature.restricted import layer_spectra
 from eoskeras.curvature.similarity import subspace_similarity, vector_cosines
 from eoskeras.curvature.tracker import EigenTracker
 from eoskeras.training.thresholds import is_adaptive, preconditioner, stability_threshold
@@ -77,12 +78,16 @@ class SharpnessMonitor(keras.callbacks.Callback):
             ``vector_history`` (for saving), not only the first and latest.
         strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
         oracle: an existing oracle over (x, y) to reuse (its modes then apply).
+        layers: a regex of layer paths; each measurement then also records
+            the λ_max of the curvature restricted to each matching layer
+            (``record["layer_lambda_max"]``, logs ``lambda_max/<layer>``).
     """
 
     def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
                  bn_mode: str = "batch", dtype: str = "float32", hvp_mode: str = "reverse",
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
-                 keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None) -> None:
+                 keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None,
+                 layers: str | None = None) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
@@ -96,6 +101,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.first_vectors: np.ndarray | None = None
         self.latest_logs: dict[str, float] = {}
         self._oracle: HessianOracle | None = oracle
+        self.layers = layers
 
     # ---------------------------------------------------------------- Keras
     def on_train_begin(self, logs=None):
@@ -141,6 +147,9 @@ class SharpnessMonitor(keras.callbacks.Callback):
         record["similarity_first"] = subspace_similarity(self.first_vectors, vectors)
         record["cosine_first"] = float(vector_cosines(self.first_vectors[:, 0], vectors[:, 0])[0])
         record["similarity_prev"] = subspace_similarity(previous, vectors) if previous is not None else 1.0
+        if self.layers:
+            record["layer_lambda_max"] = {s.layer: s.lambda_max for s in layer_spectra(
+                op, self.oracle.model, self.layers, tol=self.tracker.tol, trace_hvps=0)}
         record["seconds"] = time.perf_counter() - start
         if self.records:
             self.records[-1].pop("_vectors", None)
@@ -189,4 +198,5 @@ class SharpnessMonitor(keras.callbacks.Callback):
                     "similarity_prev", "similarity_first", "cosine_first"):
             if record[key] is not None:
                 logs[key] = float(record[key])
+        logs.update({f"lambda_max/{layer}": value for layer, value in record.get("layer_lambda_max", {}).items()})
         return logs
