@@ -5,6 +5,7 @@ import json
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -36,7 +37,11 @@ def test_train_produces_every_artifact(short_run: Path):
     assert list((short_run / layout.TENSORBOARD).rglob("events.out.tfevents.*"))
     curvature = read_jsonl(short_run / layout.CURVATURE)
     assert [c["step"] for c in curvature] == [0, 5, 10, 15, 20]
-    assert all((short_run / layout.eigenvector_file(c["step"])).is_file() for c in curvature)
+    # The default retention: the first, the latest and every 20th measurement's vectors, in float16.
+    assert sorted(p.name for p in (short_run / layout.EIGENVECTORS).iterdir()) == [
+        "step_0000000.npy", "step_0000020.npy"]
+    assert np.load(short_run / layout.eigenvector_file(20)).dtype == np.float16
+    assert [p.name for p in (short_run / layout.CHECKPOINTS).glob("state_*.npz")] == ["state_0000020.npz"]
     result = json.loads((short_run / layout.RESULT).read_text())
     assert result["status"] == "completed" and result["stop_step"] == 20
     assert result["lr"] == pytest.approx(1.5 * 2 / result["initial_sharpness"])
@@ -91,6 +96,25 @@ def test_spectrum_of_the_gauss_newton_and_per_layer(short_run: Path):
     assert all(0 < row["lambda_max"] <= written["eigenvalues"][0] * (1 + 1e-4) for row in written["layers"])
     bad = cli("spectrum", str(short_run), "--layers", "lstm")
     assert bad.exit_code == 2 and "--layers" in bad.output and "allowed: dense1, dense2, logits" in bad.output
+
+
+def test_full_eigenvector_history_on_request_with_similarities_exact_to_1e3(tmp_path):
+    out = tmp_path / "full"
+    result = cli("train", "quickstart", "--set", "training.max_steps=12", "--set", "curvature.every=3",
+                 "--set", "curvature.vectors_every=1", "--set", "curvature.auto_k=0.9", "--set", "flatness.enabled=false",
+                 "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    from eoskeras.curvature.similarity import subspace_similarity
+
+    curvature = read_jsonl(out / layout.CURVATURE)
+    stored = {c["step"]: np.load(out / layout.eigenvector_file(c["step"])).astype(np.float64) for c in curvature}
+    assert sorted(stored) == [0, 3, 6, 9, 12] and all(v.dtype == np.float64 for v in stored.values())
+    for c in curvature:  # the logged similarities, recomputed from the float16 files
+        assert abs(subspace_similarity(stored[0], stored[c["step"]]) - c["similarity_first"]) < 1e-3
+        # auto-k: every eigenvalue above 0.9 x threshold is tracked, and one more
+        assert c["num_above"] == sum(e >= 0.9 * c["threshold"] for e in c["eigenvalues"]) >= 1
+        assert c["top_k"] == len(c["eigenvalues"]) > c["num_above"] or c["top_k"] == 64
+    assert (out / layout.PLOTS / "sharpness.png").is_file()
 
 
 def test_landscape_of_a_run_at_start_middle_and_end(short_run: Path):

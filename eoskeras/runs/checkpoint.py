@@ -67,6 +67,10 @@ class Checkpointer:
         arrays_file = self.directory / f"state_{step:07d}.npz"
         if self.monitor is not None:
             state["monitor"], arrays = self.monitor.state()
+            if "previous" in arrays and "tracker" in arrays and np.array_equal(arrays["previous"], arrays["tracker"]):
+                # The latest measurement's vectors are the tracker's warm start: store them once.
+                del arrays["previous"]
+                state["previous_is_tracker"] = True
             with open(arrays_file, "wb") as f:
                 np.savez(f, **arrays)
             state["arrays"] = arrays_file.name
@@ -91,8 +95,11 @@ class Checkpointer:
         try:
             self._checkpoint.restore(str(self.directory / state["checkpoint"])).assert_existing_objects_matched()
             if self.monitor is not None and "monitor" in state:
-                with np.load(self.directory / state["arrays"]) as arrays:
-                    self.monitor.load_state(state["monitor"], dict(arrays))
+                with np.load(self.directory / state["arrays"]) as stored:
+                    arrays = dict(stored)
+                if state.get("previous_is_tracker"):
+                    arrays["previous"] = arrays["tracker"]
+                self.monitor.load_state(state["monitor"], arrays)
             self.stop.load_state(state["stop"])
         # TensorFlow reports a truncated checkpoint file as an IndexError; TypeError: a field of the wrong type.
         except (OSError, KeyError, TypeError, IndexError, ValueError, AssertionError, tf.errors.OpError) as err:
@@ -102,7 +109,7 @@ class Checkpointer:
         return state
 
     def _prune_arrays(self) -> None:
-        kept = {Path(p).name for p in self._manager.checkpoints}
+        # Only the arrays state.json names are ever restored (it is replaced after they are written).
         for f in self.directory.glob("state_*.npz"):
-            if f"ckpt-{int(f.stem.split('_')[1])}" not in kept:
+            if int(f.stem.split("_")[1]) != self.last_step:
                 f.unlink(missing_ok=True)
