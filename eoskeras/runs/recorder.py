@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from eoskeras.runs import layout
 from eoskeras.runs.checkpoint import Checkpointer
