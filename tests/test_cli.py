@@ -112,8 +112,9 @@ def test_full_eigenvector_history_on_request_with_similarities_exact_to_1e3(tmp_
     for c in curvature:  # the logged similarities, recomputed from the float16 files
         assert abs(subspace_similarity(stored[0], stored[c["step"]]) - c["similarity_first"]) < 1e-3
         # auto-k: every eigenvalue above 0.9 x threshold is tracked, and one more
-        assert c["num_above"] == sum(e >= 0.9 * c["threshold"] for e in c["eigenvalues"]) >= 1
+        assert c["num_above"] == sum(e >= 0.9 * c["threshold"] for e in c["eigenvalues"])
         assert c["top_k"] == len(c["eigenvalues"]) > c["num_above"] or c["top_k"] == 64
+    assert max(c["num_above"] for c in curvature) >= 1  # 0 only during the learning-rate warm-up
     assert (out / layout.PLOTS / "sharpness.png").is_file()
 
 
