@@ -298,11 +298,8 @@ def render_report(path: Path, *, plots: bool, as_json: bool) -> int:
     return 0
 
 
-def measure_spectrum(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
-                     dataset: str, loss: str, data_dir: str | None, download: bool, as_json: bool) -> int:
+def measure_spectrum(source: str | None, **options: Any) -> int:
     from eoskeras.cli.spectrum import spectrum_command
 
-    return spectrum_command(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
-                            examples=examples, dataset=dataset, loss=loss, data_dir=data_dir, download=download,
-                            as_json=as_json)
+    return spectrum_command(source, **options)
 

@@ -183,18 +183,23 @@ def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
 @click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
               help="Data for a saved model or the demo.")
 @click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@click.option("--operator", default="hessian", show_default=True, type=click.Choice(["hessian", "ggn", "fisher"]),
+              help="The Hessian, the generalised Gauss-Newton JᵀH_LJ or the empirical Fisher.")
+@click.option("--layers", metavar="REGEX", help="Also the spectrum restricted to each layer whose path matches.")
 @data_dir_option
 @download_option
 @json_option
 def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int, examples: int, dataset: str,
-             loss: str, data_dir: str | None, download: bool, as_json: bool) -> None:
-    """Hessian eigenvalues, trace and density of a run's final weights, of a
-    saved .keras model, or (no SOURCE) of a small demo network."""
+             loss: str, operator: str, layers: str | None, data_dir: str | None, download: bool,
+             as_json: bool) -> None:
+    """Hessian (or GGN, Fisher) eigenvalues, trace and density of a run's final
+    weights, of a saved .keras model, or (no SOURCE) of a small demo network.
+    For a run, the result is also written to RUN_DIR/spectrum_<operator>.json."""
     from eoskeras.cli.commands import measure_spectrum
 
     sys.exit(measure_spectrum(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
-                              examples=examples, dataset=dataset, loss=loss, data_dir=data_dir, download=download,
-                              as_json=as_json))
+                              examples=examples, dataset=dataset, loss=loss, as_json=as_json,
+                              operator=operator, layers=layers, data_dir=data_dir, download=download))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -215,6 +220,32 @@ def launch(workers: int, args: tuple[str, ...]) -> None:
     from eoskeras.cli.launch import launch as run_workers
 
     sys.exit(run_workers(workers, args))
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--directions", default="random", show_default=True, type=click.Choice(["eig", "random"]),
+              help="Top-2 Hessian eigenvectors, or filter-normalised random directions (Li et al. 2018).")
+@click.option("--span", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="The slice covers [-SPAN, SPAN] along each direction.")
+@click.option("--points", default=21, show_default=True, type=click.IntRange(3, 201), help="Grid points per axis.")
+@click.option("--examples", default=1000, show_default=True, type=click.IntRange(1, 10**7),
+              help="Examples for a saved model.")
+@click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
+              help="Data for a saved model.")
+@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where to write landscape/ and plots/ (default: the run directory, or MODEL_landscape/).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random directions.")
+@json_option
+def landscape(source: str, directions: str, span: float, points: int, examples: int, dataset: str, loss: str,
+              out: str | None, seed: int, as_json: bool) -> None:
+    """Loss and accuracy slices (1-D line, 2-D contour) through the weights of
+    a run (at its start, middle and end) or of a saved .keras model."""
+    from eoskeras.cli.landscape import landscape_command
+
+    sys.exit(landscape_command(source, directions=directions, span=span, points=points, examples=examples,
+                               dataset=dataset, loss=loss, out=out, seed=seed, as_json=as_json))
 
 
 @main.command(name="recipes")

@@ -10,7 +10,9 @@ from eoskeras.cli.main import console, emit_json, fail
 from eoskeras.runs import layout
 
 
-def _from_run(run_dir: Path, data: tuple[str, ...]):
+def prepare_run(run_dir: Path, data: tuple[str, ...] = ()):
+    """The run's data, network (initial weights) and oracle, rebuilt from its
+    recipe (with ``data`` overrides such as ``data.data_dir=DIR``)."""
     from eoskeras.recipes import RecipeError, load_recipe
 
     try:
@@ -18,19 +20,33 @@ def _from_run(run_dir: Path, data: tuple[str, ...]):
     except RecipeError as err:
         fail(f"{run_dir}: {err}", 2)
     _require_data(recipe.data.dataset, recipe.data.data_dir, recipe.data.download)
-    import tensorflow as tf
-
     from eoskeras.runs.runner import prepare
 
-    prepared = prepare(recipe)
+    return prepare(recipe)
+
+
+def restore_weights(network, prefix: str, run_dir: Path) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.train.Checkpoint(model=network).restore(prefix).expect_partial()
+    # TensorFlow reports a truncated checkpoint file as an IndexError.
+    except (IndexError, ValueError, tf.errors.OpError) as err:
+        fail(f"{run_dir}: cannot read the weights from {prefix} ({type(err).__name__}: {err})", 1)
+
+
+def latest_checkpoint(run_dir: Path) -> str:
+    import tensorflow as tf
+
     latest = tf.train.latest_checkpoint(str(run_dir / layout.CHECKPOINTS))
     if latest is None:
         fail(f"{run_dir}: no checkpoint to read the weights from", 1)
-    try:
-        tf.train.Checkpoint(model=prepared.network).restore(latest).expect_partial()
-    # TensorFlow reports a truncated checkpoint file as an IndexError.
-    except (IndexError, ValueError, tf.errors.OpError) as err:
-        fail(f"{run_dir}: cannot read the weights from {latest} ({type(err).__name__}: {err})", 1)
+    return latest
+
+
+def _from_run(run_dir: Path, data: tuple[str, ...]):
+    prepared = prepare_run(run_dir, data)
+    restore_weights(prepared.network, latest_checkpoint(run_dir), run_dir)
     return prepared.oracle  # in the run's own curvature modes
 
 
@@ -44,7 +60,7 @@ def _require_data(dataset: str, data_dir: str | None, download: bool) -> None:
         fail(str(err), 1)
 
 
-def _with_data(network, dataset: str, examples: int, loss: str, data_dir: str | None, download: bool):
+def with_data(network, dataset: str, examples: int, loss: str, data_dir: str | None = None, download: bool = False):
     from eoskeras.data import DataSpec, load_data
     from eoskeras.data.catalog import DATASETS
 
@@ -63,25 +79,56 @@ def _with_data(network, dataset: str, examples: int, loss: str, data_dir: str | 
     return HessianOracle(network, loss, bundle.x_train, bundle.y_train)
 
 
+def load_saved_model(source: str):
+    import keras
+
+    try:
+        return keras.saving.load_model(source, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types for a bad file
+        fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
+
+
 def _demo(dataset: str, examples: int, loss: str, data_dir: str | None, download: bool):
     from eoskeras.data.catalog import DATASETS
     from eoskeras.models import build_model
 
     info = DATASETS[dataset]
-    return _with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss,
-                      data_dir, download)
+    return with_data(build_model("mlp3_nh32", info.input_shape, info.num_classes, seed=0), dataset, examples, loss,
+                     data_dir, download)
+
+
+def _measure(oracle, operator: str, layers: str | None, *, top_k: int, trace_hvps: int,
+             density_steps: int) -> dict[str, Any]:
+    import eoskeras
+
+    op = oracle if operator == "hessian" else eoskeras.GaussNewtonOperator(oracle, operator)
+    spectrum = eoskeras.lanczos(op, k=top_k, tol=1e-6, smallest=True, seed=0)
+    trace = eoskeras.hutchpp_trace(op, trace_hvps, seed=0)
+    result: dict[str, Any] = {"operator": operator, **spectrum.record(), **trace.record()}
+    if operator != "hessian":
+        hessian = eoskeras.lanczos(oracle, k=1, tol=1e-6, seed=0)
+        result.update(hessian_lambda_max=hessian.lambda_max, hessian_hvps=hessian.num_hvps,
+                      ratio_to_hessian=spectrum.lambda_max / hessian.lambda_max)
+    if density_steps:
+        density = eoskeras.spectral_density(op, 4, density_steps, seed=0)
+        result["density_nodes_range"] = [float(density.nodes.min()), float(density.nodes.max())]
+    if layers is not None:
+        try:
+            spectra = eoskeras.layer_spectra(op, oracle.model, layers, top_k=top_k, tol=1e-6,
+                                             trace_hvps=trace_hvps, seed=0)
+        except ValueError as err:
+            fail(f"--layers: {err}", 2)
+        result["layers"] = [s.record() for s in spectra]
+    return result
 
 
 def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
-                     dataset: str, loss: str, data_dir: str | None, download: bool,
-                     as_json: bool) -> int:
+                     dataset: str, loss: str, as_json: bool, operator: str = "hessian",
+                     layers: str | None = None, data_dir: str | None = None, download: bool = False) -> int:
     from eoskeras.cli.main import data_overrides
 
     if source is None or not Path(source).is_dir():  # a run's data is checked with its recipe
         _require_data(dataset, data_dir, download)
-    import keras
-
-    import eoskeras
     from eoskeras.data import DataUnavailableError
 
     try:
@@ -92,11 +139,7 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
             oracle = _from_run(Path(source), data_overrides(data_dir, download))
             what = f"final weights of {source}"
         elif Path(source).is_file():
-            try:
-                model = keras.saving.load_model(source, compile=False, safe_mode=True)
-            except Exception as err:  # Keras raises many types for a bad file
-                fail(f"{source}: not a loadable Keras model ({type(err).__name__}: {err})", 2)
-            oracle = _with_data(model, dataset, examples, loss, data_dir, download)
+            oracle = with_data(load_saved_model(source), dataset, examples, loss, data_dir, download)
             what = f"saved model {source} on {oracle.num_examples} {dataset} examples"
         else:
             fail(f"{source}: no such run directory or saved model", 2)
@@ -104,12 +147,15 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
         fail(str(err), 1)
     if not math.isfinite(oracle.loss()):
         fail(f"{what}: the loss is not finite there (the run diverged?), so there is no spectrum to measure", 1)
-    spectrum = eoskeras.lanczos(oracle, k=top_k, tol=1e-6, smallest=True, seed=0)
-    trace = eoskeras.hutchpp_trace(oracle, trace_hvps, seed=0)
-    result: dict[str, Any] = {"source": what, **spectrum.record(), **trace.record()}
-    if density_steps:
-        density = eoskeras.spectral_density(oracle, 4, density_steps, seed=0)
-        result["density_nodes_range"] = [float(density.nodes.min()), float(density.nodes.max())]
+    result = {"source": what, **_measure(oracle, operator, layers, top_k=top_k, trace_hvps=trace_hvps,
+                                         density_steps=density_steps)}
+    if source is not None and Path(source).is_dir():
+        from eoskeras.runs.files import atomic_write_json
+
+        from eoskeras.reports.spectrum_plot import plot_spectrum
+
+        atomic_write_json(Path(source) / layout.spectrum_file(operator), result)
+        plot_spectrum(result, Path(source) / layout.PLOTS / f"spectrum_{operator}.png")
     if as_json:
         emit_json(result)
         return 0
@@ -122,7 +168,8 @@ def _print(result: dict[str, Any], what: str) -> None:
 
     from eoskeras.reports.formatting import fmt_pm
 
-    table = Table(title=f"Hessian spectrum: {what}")
+    name = {"hessian": "Hessian", "ggn": "Gauss-Newton (GGN)", "fisher": "empirical Fisher"}[result["operator"]]
+    table = Table(title=f"{name} spectrum: {what}")
     table.add_column("#", justify="right")
     table.add_column("eigenvalue", justify="right")
     table.add_column("residual ||Hv - lv||", justify="right")
@@ -132,6 +179,17 @@ def _print(result: dict[str, Any], what: str) -> None:
     out = console()
     out.print(table)
     out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {fmt_pm(result['trace'], result['trace_stderr'], '.6g')}")
+    if "hessian_lambda_max" in result:
+        out.print(f"{name} lambda_max {result['eigenvalues'][0]:.6g} vs Hessian lambda_max "
+                  f"{result['hessian_lambda_max']:.6g}: ratio {result['ratio_to_hessian']:.4f}")
+    if "layers" in result:
+        layers = Table(title=f"{name} restricted to each layer")
+        for column in ("layer", "params", "lambda_max", "trace", "HVPs"):
+            layers.add_column(column, justify="left" if column == "layer" else "right", overflow="fold")
+        for row in result["layers"]:
+            layers.add_row(row["layer"], f"{row['num_params']:,}", f"{row['lambda_max']:.5g}",
+                           fmt_pm(row["trace"], row["trace_stderr"], ".5g"), str(row["num_hvps"]))
+        out.print(layers)
     if "density_nodes_range" in result:
         lo, hi = result["density_nodes_range"]
         out.print(f"spectral density support (SLQ): [{lo:.4g}, {hi:.4g}]")

@@ -38,6 +38,11 @@ _export("eoskeras.curvature.trace", "hutchinson_trace", "hutchpp_trace", "TraceE
 _export("eoskeras.curvature.density", "spectral_density", "SpectralDensity")
 _export("eoskeras.curvature.similarity", "vector_cosines", "subspace_similarity", "principal_angles")
 _export("eoskeras.curvature.operators", "PreconditionedOperator")
+_export("eoskeras.curvature.gauss_newton", "GaussNewtonOperator")
+_export("eoskeras.curvature.restricted", "RestrictedOperator", "select_parameters", "layer_spectra",
+        "LayerSpectrum", "parameter_blocks")
+_export("eoskeras.curvature.landscape", "landscape_slice", "LandscapeSlice", "eigen_directions", "random_directions",
+        "filter_normalized_direction", "loss_and_accuracy")
 _export("eoskeras.curvature.flatness", "rho_sharpness", "noise_sharpness")
 _export("eoskeras.training.full_batch", "FullBatchModel")
 _export("eoskeras.training.optimizers", "ClippedAdam", "ClippedRMSprop", "WarmupConstant", "make_optimizer")

@@ -122,3 +122,44 @@ def test_flatness_report_against_its_definitions():
     assert r["accuracy_gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
     assert r["hessian"]["dtype"] == "float64" and report.density is not None
     assert r["threshold"] == pytest.approx(4.0)
+    ggn = eoskeras.GaussNewtonOperator(oracle)
+    ggn_top = np.linalg.eigvalsh(np.stack([ggn.matvec(e) for e in np.eye(oracle.dim)], axis=1))[-1]
+    assert r["ggn_lambda_max"] == pytest.approx(ggn_top, rel=1e-4)
+    assert r["ggn_hessian_ratio"] == pytest.approx(ggn_top / eig[0], rel=1e-4)
+
+
+def test_monitor_records_per_layer_sharpness_every_measurement():
+    net, x, y = problem()
+    net.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=2, top_k=1, tol=1e-6, dtype="float64", layers=".")
+    history = net.fit(x, y, batch_size=len(x), epochs=2, verbose=0, shuffle=False, callbacks=[monitor])
+    names = [layer.name for layer in net.layers]
+    assert [sorted(r["layer_lambda_max"]) for r in monitor.records] == [sorted(names)] * 2
+    # The block's λ_max is the top eigenvalue of the dense Hessian's diagonal block.
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    dense = np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1)
+    for name, indices in eoskeras.parameter_blocks(net).items():
+        block = dense[np.ix_(indices, indices)]
+        assert monitor.records[-1]["layer_lambda_max"][name] == pytest.approx(np.linalg.eigvalsh(block)[-1], rel=1e-5)
+        assert history.history[f"lambda_max/{name}"][-1] == monitor.records[-1]["layer_lambda_max"][name]
+
+
+def test_auto_k_tracks_every_eigenvalue_above_c_times_the_threshold():
+    net, x, y = problem()
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    initial = np.linalg.eigvalsh(np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1))[::-1]
+    lr = 2 / initial[5]  # about six eigenvalues above 0.9 x 2/lr at the start
+    net.compile(optimizer=keras.optimizers.SGD(lr), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=2, top_k=2, tol=1e-8, dtype="float64", auto_k=0.9)
+    history = net.fit(x, y, batch_size=len(x), epochs=2, verbose=0, shuffle=False, callbacks=[monitor])
+    dense = np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1)
+    exact = np.linalg.eigvalsh(dense)[::-1]
+    last, level = monitor.records[-1], 0.9 * 2 / lr
+    assert monitor.records[0]["num_above"] == int(np.sum(initial >= level)) >= 5
+    assert last["num_above"] == int(np.sum(exact >= level))
+    # Every eigenvalue above the level is tracked, and one below it shows where the tracked set ends.
+    assert last["top_k"] > last["num_above"] and last["eigenvalues"][-1] < level
+    np.testing.assert_allclose(last["eigenvalues"], exact[:last["top_k"]], rtol=1e-6)
+    assert history.history["num_above"][-1] == last["num_above"] and "lambda_3" not in history.history
+    with pytest.raises(ValueError, match="auto_k: got 0"):
+        eoskeras.SharpnessMonitor(x, y, auto_k=0)

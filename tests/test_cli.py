@@ -5,6 +5,7 @@ import json
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -36,7 +37,11 @@ def test_train_produces_every_artifact(short_run: Path):
     assert list((short_run / layout.TENSORBOARD).rglob("events.out.tfevents.*"))
     curvature = read_jsonl(short_run / layout.CURVATURE)
     assert [c["step"] for c in curvature] == [0, 5, 10, 15, 20]
-    assert all((short_run / layout.eigenvector_file(c["step"])).is_file() for c in curvature)
+    # The default retention: the first, the latest and every 20th measurement's vectors, in float16.
+    assert sorted(p.name for p in (short_run / layout.EIGENVECTORS).iterdir()) == [
+        "step_0000000.npy", "step_0000020.npy"]
+    assert np.load(short_run / layout.eigenvector_file(20)).dtype == np.float16
+    assert [p.name for p in (short_run / layout.CHECKPOINTS).glob("state_*.npz")] == ["state_0000020.npz"]
     result = json.loads((short_run / layout.RESULT).read_text())
     assert result["status"] == "max_steps" and result["stop_step"] == 20
     assert result["lr"] == pytest.approx(1.5 * 2 / result["initial_sharpness"])
@@ -75,6 +80,59 @@ def test_spectrum_of_a_run_and_of_the_demo(short_run: Path):
     assert spectrum["eigenvalues"][0] == pytest.approx(flatness["lambda_max"], rel=1e-3)
     demo = cli("spectrum", "--top-k", "2", "--trace-hvps", "6", "--examples", "200")
     assert demo.exit_code == 0 and "Hessian spectrum: demo network" in demo.output
+
+
+def test_spectrum_of_the_gauss_newton_and_per_layer(short_run: Path):
+    result = cli("spectrum", str(short_run), "--operator", "ggn", "--layers", ".", "--top-k", "2",
+                 "--trace-hvps", "9")
+    assert result.exit_code == 0, result.output
+    assert "vs Hessian lambda_max" in result.output and "restricted to each layer" in result.output
+    written = json.loads((short_run / layout.spectrum_file("ggn")).read_text())
+    assert (short_run / layout.PLOTS / "spectrum_ggn.png").stat().st_size > 10_000
+    assert written["operator"] == "ggn" and 0 < written["eigenvalues"][0] <= written["hessian_lambda_max"] * 1.5
+    assert written["ratio_to_hessian"] == pytest.approx(written["eigenvalues"][0] / written["hessian_lambda_max"])
+    assert [row["layer"] for row in written["layers"]] == ["dense1", "dense2", "logits"]
+    # Each layer's block is a principal submatrix of a PSD matrix: its λ_max is at most the whole one.
+    assert all(0 < row["lambda_max"] <= written["eigenvalues"][0] * (1 + 1e-4) for row in written["layers"])
+    bad = cli("spectrum", str(short_run), "--layers", "lstm")
+    assert bad.exit_code == 2 and "--layers" in bad.output and "allowed: dense1, dense2, logits" in bad.output
+
+
+def test_full_eigenvector_history_on_request_with_similarities_exact_to_1e3(tmp_path):
+    out = tmp_path / "full"
+    result = cli("train", "quickstart", "--set", "training.max_steps=12", "--set", "curvature.every=3",
+                 "--set", "curvature.vectors_every=1", "--set", "curvature.auto_k=0.9", "--set", "flatness.enabled=false",
+                 "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    from eoskeras.curvature.similarity import subspace_similarity
+
+    curvature = read_jsonl(out / layout.CURVATURE)
+    stored = {c["step"]: np.load(out / layout.eigenvector_file(c["step"])).astype(np.float64) for c in curvature}
+    assert sorted(stored) == [0, 3, 6, 9, 12] and all(v.dtype == np.float64 for v in stored.values())
+    for c in curvature:  # the logged similarities, recomputed from the float16 files
+        assert abs(subspace_similarity(stored[0], stored[c["step"]]) - c["similarity_first"]) < 1e-3
+        # auto-k: every eigenvalue above 0.9 x threshold is tracked, and one more
+        assert c["num_above"] == sum(e >= 0.9 * c["threshold"] for e in c["eigenvalues"])
+        assert c["top_k"] == len(c["eigenvalues"]) > c["num_above"] or c["top_k"] == 64
+    assert max(c["num_above"] for c in curvature) >= 1  # 0 only during the learning-rate warm-up
+    assert (out / layout.PLOTS / "sharpness.png").is_file()
+
+
+def test_landscape_of_a_run_at_start_middle_and_end(short_run: Path):
+    before = {p: p.read_bytes() for p in (short_run / layout.CHECKPOINTS).rglob("*") if p.is_file()}
+    result = cli("landscape", str(short_run), "--directions", "eig", "--span", "0.2", "--points", "5")
+    assert result.exit_code == 0, result.output
+    record = json.loads((short_run / layout.LANDSCAPE / "landscape_eig.json").read_text())
+    assert [s["step"] for s in record["slices"]] == [0, 10, 20]
+    curvature = {c["step"]: c for c in read_jsonl(short_run / layout.CURVATURE)}
+    for s in record["slices"]:
+        # The slices are through the weights the run had at that step: its measured top eigenvalue.
+        assert s["line"]["eigenvalues"][0] == pytest.approx(curvature[s["step"]]["lambda_max"], rel=1e-3)
+        assert len(s["plane"]["loss"]) == 5 and len(s["plane"]["loss"][0]) == 5
+    assert (short_run / layout.PLOTS / "landscape_eig.png").stat().st_size > 10_000
+    assert {p: p.read_bytes() for p in (short_run / layout.CHECKPOINTS).rglob("*") if p.is_file()} == before
+    bad = cli("landscape", str(short_run), "--points", "2")
+    assert bad.exit_code == 2 and "--points" in bad.output
 
 
 def test_recipes_lists_every_bundled_recipe():

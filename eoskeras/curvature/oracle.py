@@ -196,6 +196,36 @@ class HessianOracle:
         """Mean loss over the data set."""
         return self.loss_and_gradient(at)[0]
 
+    # ------------------------------------- hooks for sibling operators (GGN, Fisher)
+    def forward(self, trainable, non_trainable, x, y):
+        """One micro-batch's outputs, per-example losses and regularisation
+        loss (all in the oracle's dtype), as functions of the twin-ordered
+        ``trainable`` values: for tapes and accumulators around the call."""
+        outputs, _, reg_losses = self._twin.model.stateless_call(
+            trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
+        )
+        regularisation = tf.add_n([tf.constant(0.0, self.dtype)] + [tf.cast(r, self.dtype) for r in reg_losses])
+        return outputs, self.per_example_loss(y, outputs), regularisation
+
+    def per_example_loss(self, y, outputs):
+        """The per-example loss of ``outputs`` in the oracle's dtype."""
+        return tf.cast(self._loss_fn(y, outputs), self.dtype)
+
+    def sum_over_micro_batches(self, chunk_fn: Callable, v: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """Σ over micro-batches of ``chunk_fn(trainable, non_trainable, v_parts, x, y, weight)``
+        as float64: a ``tf.function`` returning ``weight`` × a flat vector
+        (``flatten_parts`` of twin-ordered parts). ``v`` is flat, in the order
+        of ``model.trainable_variables``; ``v_parts`` is it in the twin's."""
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (self.dim,):
+            raise ValueError(f"v: expected a flat vector of {self.dim} entries (the trainable weights), got shape {v.shape}")
+        v_parts = self._split_for_twin(tf.constant(v, self.dtype))
+        return self._sum_over_chunks(chunk_fn, *self._point(at), v_parts)
+
+    def flatten_parts(self, parts):
+        """Twin-ordered per-variable tensors -> one flat vector in the original order."""
+        return self._flatten_from_twin(parts)
+
     # --------------------------------------------------------------- plumbing
     def _to_tensor(self, a):
         t = tf.convert_to_tensor(a)
@@ -278,13 +308,8 @@ class HessianOracle:
         return self._replicated_fns[key]
 
     def _mean_loss(self, trainable, non_trainable, x, y):
-        outputs, _, reg_losses = self._twin.model.stateless_call(
-            trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
-        )
-        loss = tf.reduce_mean(tf.cast(self._loss_fn(y, outputs), self.dtype))
-        for reg in reg_losses:
-            loss = loss + tf.cast(reg, self.dtype)
-        return loss
+        _, losses, regularisation = self.forward(trainable, non_trainable, x, y)
+        return tf.reduce_mean(losses) + regularisation
 
     def _loss_and_grad(self, trainable, non_trainable, x, y, weight):
         with tf.GradientTape() as tape:

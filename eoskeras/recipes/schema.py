@@ -231,6 +231,14 @@ class CurvatureSpec:
                                            "(physical_batch_size, or batch_size when smaller); with "
                                            "BatchNorm it must be those chunks",
                                            None)
+    auto_k: float | None = setting(Nullable(Number(low=0, low_open=True)),
+                                   "c: grow/shrink top_k to track every eigenvalue above c × threshold "
+                                   "(e.g. 0.9); null = a fixed top_k", None)
+    vectors_every: int = setting(Integer(), "keep the eigenvector files of the first, the latest and "
+                                            "every N-th measurement; 1 = the full history", 20)
+    vectors_dtype: str = setting(Choice(("float16", "float32")),
+                                 "storage type of eigenvector files (float16: similarities within 1e-3)",
+                                 "float16")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -139,6 +139,10 @@ def _sharpness(run: RunData, path: Path) -> Path:
     else:
         bottom.text(0.5, 0.5, "no stability threshold for this optimizer", ha="center", transform=bottom.transAxes)
     bottom.set(xlabel=STEP_LABEL, ylabel="ratio", title="Sharpness relative to the threshold")
+    if run.curvature.has("num_above"):  # auto-k: how many eigenvalues are above c × threshold
+        count = bottom.twinx()
+        count.step(run.curvature["step"], run.curvature["num_above"], where="post", color="C0", alpha=0.7)
+        count.set_ylabel("eigenvalues above c × threshold (auto-k)", color="C0")
     for ax in (top, bottom):
         _mark_divergence(ax, run)
         ax.grid(alpha=0.3)

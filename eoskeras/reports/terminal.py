@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -148,6 +149,9 @@ def _flatness(run: RunData) -> Group | Text:
          f"mean loss increase, σ = {fmt(flat.get('noise_sigma'))} (± stderr)"),
         ("λ_max / threshold", fmt(flat.get("sharpness_ratio"), ".3f"), ratio_note),
     ]
+    if flat.get("ggn_lambda_max") is not None:
+        rows.append(("GGN λ_max", fmt(flat["ggn_lambda_max"]),
+                     f"Gauss-Newton JᵀH_LJ; {fmt(flat.get('ggn_hessian_ratio'), '.3f')} × the Hessian's"))
     table = Table()
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -208,24 +212,37 @@ def render_run(run_dir: str | Path, console: Console | None = None) -> None:
     console.print(Group(*parts))
 
 
+def _compact_percent(value: Any) -> str:
+    return fmt(value, percent=True).replace(" %", "%")
+
+
+# Short (two-line) headers, explained in the note, so that the table fits 80 columns.
+SWEEP_COLUMNS = ("", "η", "η·λ₀/2", "final\nλ_max", "trace", "sim.\n0→end", "train\nacc", "test\nacc", "steps",
+                 "status")
+
+
 def _sweep_table(sweep: SweepData) -> Group:
     accuracies = [a if (a := p.test_accuracy) is not None and math.isfinite(a) else -math.inf for p in sweep.points]
     best = int(np.argmax(accuracies)) if any(math.isfinite(a) for a in accuracies) else None
-    table = Table()
-    for column in ("", "η", "η·λ₀/2", "final λ_max", "trace", "similarity start→end", "train acc", "test acc",
-                   "steps", "status"):
-        table.add_column(column, justify="left" if column in ("", "status") else "right")
-    for i, p in enumerate(sweep.points):
-        table.add_row("★" if i == best else "", fmt(p.lr, ".4g"), fmt(p.eta_lambda0_over_2, ".3g"),
-                      styled(fmt(p.final_sharpness)), styled(fmt(p.trace)),
-                      styled(fmt(p.similarity_start_end, ".3f")), styled(fmt(p.train_accuracy, percent=True)),
-                      styled(fmt(p.test_accuracy, percent=True)), fmt(p.steps, ".0f"), _status(p.status),
-                      style="bold green" if i == best else None)
+    rows = [["★" if i == best else "", fmt(p.lr, ".4g"), fmt(p.eta_lambda0_over_2, ".3g"),
+             styled(fmt(p.final_sharpness)), styled(fmt(p.trace)), styled(fmt(p.similarity_start_end, ".3f")),
+             styled(_compact_percent(p.train_accuracy)), styled(_compact_percent(p.test_accuracy)),
+             fmt(p.steps, ".0f"), _status(p.status)] for i, p in enumerate(sweep.points)]
+    # One space between columns, and no column narrower than its widest cell: piped to a
+    # file or a CI log (80 columns) no number is ever cut.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for j, column in enumerate(SWEEP_COLUMNS):
+        width = max([len(str(row[j])) for row in rows] + [max(len(w) for w in column.split("\n"))])
+        table.add_column(column, justify="left" if column in ("", "status") else "right", no_wrap=True,
+                         min_width=width)
+    for i, row in enumerate(rows):
+        table.add_row(*row, style="bold green" if i == best else None)
     note = None
     if best is not None:
         p = sweep.points[best]
         note = (f"★ best test accuracy {fmt(p.test_accuracy, percent=True)} at η = {fmt(p.lr)} "
-                f"(η·λ₀/2 = {fmt(p.eta_lambda0_over_2, '.3g')}): the Goldilocks zone at a glance")
+                f"(η·λ₀/2 = {fmt(p.eta_lambda0_over_2, '.3g')}): the Goldilocks zone at a glance. "
+                "sim. 0→end: similarity of the top-k eigenvectors, start to end")
     return _section(f"Sweep {sweep.recipe}: {sweep.info.model} on {sweep.info.dataset}, {sweep.info.optimizer} "
                     f"({len(sweep.points)} learning rates, {sweep.path})", table, note)
 

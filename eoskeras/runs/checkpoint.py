@@ -40,11 +40,21 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def milestone_prefixes(directory: Path) -> list[Path]:
+    """Checkpoint prefixes of the kept milestone weights, by step."""
+    return sorted(p.with_suffix("") for p in (Path(directory) / layout.MILESTONES).glob("step_*.index"))
+
+
+def milestone_step(prefix: Path) -> int:
+    return int(prefix.name.split("_")[1])
+
+
 class Checkpointer:
     def __init__(self, run_dir: Path, network: keras.Model, optimizer: keras.optimizers.Optimizer,
                  monitor: SharpnessMonitor | None, stop: StopConditions, keep: int = 2) -> None:
         self.directory = Path(run_dir) / layout.CHECKPOINTS
         self.monitor, self.stop, self.keep = monitor, stop, keep
+        self.network = network
         self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer)
         self._manager = tf.train.CheckpointManager(self._checkpoint, str(self.directory), max_to_keep=keep)
         self.last_step: int | None = None
@@ -61,12 +71,27 @@ class Checkpointer:
         arrays_file = self.directory / f"state_{step:07d}.npz"
         if self.monitor is not None:
             state["monitor"], arrays = self.monitor.state()
+            if "previous" in arrays and "tracker" in arrays and np.array_equal(arrays["previous"], arrays["tracker"]):
+                # The latest measurement's vectors are the tracker's warm start: store them once.
+                del arrays["previous"]
+                state["previous_is_tracker"] = True
             with writing(arrays_file), open(arrays_file, "wb") as f:  # named by state.json only once whole
                 np.savez(f, **arrays)
             state["arrays"] = arrays_file.name
         atomic_write_json(self.directory / "state.json", state)
         self.last_step = step
         self._prune_arrays()
+        self._save_milestone(step)
+
+    def _save_milestone(self, step: int) -> None:
+        """Keep the network's weights at steps at least twice the last kept
+        one (10, 20, 40, ... for checkpoints every 10 steps): a log-spaced
+        history, for views of the run's middle (landscape slices) that the
+        rolling checkpoints forget."""
+        kept = [milestone_step(p) for p in milestone_prefixes(self.directory)]
+        if step > 0 and (not kept or step >= 2 * max(kept)):
+            tf.train.Checkpoint(model=self.network).write(
+                str(self.directory / layout.MILESTONES / f"step_{step:07d}"))
 
     def restore(self) -> dict[str, Any]:
         """Restore the newest complete checkpoint; returns its state record."""
@@ -74,8 +99,11 @@ class Checkpointer:
         try:
             self._checkpoint.restore(str(self.directory / state["checkpoint"])).assert_existing_objects_matched()
             if self.monitor is not None and "monitor" in state:
-                with np.load(self.directory / state["arrays"]) as arrays:
-                    self.monitor.load_state(state["monitor"], dict(arrays))
+                with np.load(self.directory / state["arrays"]) as stored:
+                    arrays = dict(stored)
+                if state.get("previous_is_tracker"):
+                    arrays["previous"] = arrays["tracker"]
+                self.monitor.load_state(state["monitor"], arrays)
             self.stop.load_state(state["stop"])
         # TensorFlow reports a truncated checkpoint file as an IndexError; TypeError: a field of the wrong type.
         except (OSError, KeyError, TypeError, IndexError, ValueError, AssertionError, tf.errors.OpError) as err:
@@ -85,7 +113,7 @@ class Checkpointer:
         return state
 
     def _prune_arrays(self) -> None:
-        kept = {Path(p).name for p in self._manager.checkpoints}
+        # Only the arrays state.json names are ever restored (it is replaced after they are written).
         for f in self.directory.glob("state_*.npz"):
-            if f"ckpt-{int(f.stem.split('_')[1])}" not in kept:
+            if int(f.stem.split("_")[1]) != self.last_step:
                 f.unlink(missing_ok=True)

@@ -14,13 +14,19 @@ run, or repeat it:
                        eig_hvps, similarity_prev, similarity_first,
                        cosine_first, seconds, preconditioned)
 - ``eigenvectors/``    ``step_XXXXXXX.npy``: the top-k eigenvectors (n × k)
-- ``checkpoints/``     ``tf.train.Checkpoint`` files and ``state.json``
+- ``checkpoints/``     ``tf.train.Checkpoint`` files and ``state.json``;
+                       ``milestones/step_XXXXXXX``: the network's weights at
+                       log-spaced steps (each at least twice the last)
+- ``landscape/``       ``eoskeras landscape RUN_DIR``: slices (JSON) at the
+                       start, middle and end
 - ``tensorboard/``     TensorBoard event files
 - ``density.npz``      final spectral density: grid, density, nodes, weights
 - ``result.json``      status (see STATUSES),
                        stop_reason, stop_step, wall_seconds, initial
                        sharpness, resolved lr, threshold, final flatness
 - ``plots/``           PNG plots
+- ``spectrum_<operator>.json``  ``eoskeras spectrum RUN_DIR --operator ...``
+                       (hessian/ggn/fisher): top-k, trace, per-layer spectra
 
 A sweep directory holds one run directory per learning rate
 (``lr_<index>_<eta>``) plus ``sweep.json`` / ``sweep.csv`` (one row per
@@ -35,6 +41,8 @@ METRICS_CSV = "metrics.csv"
 CURVATURE = "curvature.jsonl"
 EIGENVECTORS = "eigenvectors"
 CHECKPOINTS = "checkpoints"
+MILESTONES = "milestones"
+LANDSCAPE = "landscape"
 TENSORBOARD = "tensorboard"
 DENSITY = "density.npz"
 RESULT = "result.json"
@@ -51,3 +59,7 @@ OUTCOME_STATUS = {"goal": "goal_reached", "max_steps": "max_steps", "stalled": "
 
 def eigenvector_file(step: int) -> str:
     return f"{EIGENVECTORS}/step_{step:07d}.npy"
+
+
+def spectrum_file(operator: str) -> str:
+    return f"spectrum_{operator}.json"

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from eoskeras.runs import layout
 from eoskeras.runs.checkpoint import Checkpointer
 from eoskeras.runs.files import MetricsLog, append_line, atomic_save_npy, dumps, keep_jsonl_until
+from eoskeras.runs.retention import thin_eigenvectors
 from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.thresholds import current_learning_rate
 
@@ -28,11 +28,13 @@ METRIC_COLUMNS = ("step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", 
 
 class RunRecorder(keras.callbacks.Callback):
     def __init__(self, run_dir: Path, checkpointer: Checkpointer, monitor: SharpnessMonitor | None, *,
-                 log_every: int = 1, checkpoint_every: int = 50) -> None:
+                 log_every: int = 1, checkpoint_every: int = 50, vectors_every: int = 1,
+                 vectors_dtype: str = "float32") -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.checkpointer, self.monitor = checkpointer, monitor
         self.log_every, self.checkpoint_every = log_every, checkpoint_every
+        self.vectors_every, self.vectors_dtype = vectors_every, vectors_dtype  # see retention.py
         self.metrics = MetricsLog(self.run_dir / layout.METRICS_JSONL, self.run_dir / layout.METRICS_CSV, METRIC_COLUMNS)
         self.stop_requested = False
         self._curvature_written = 0
@@ -57,7 +59,10 @@ class RunRecorder(keras.callbacks.Callback):
         for record in new:
             append_line(self.run_dir / layout.CURVATURE, dumps({k: v for k, v in record.items() if k != "_vectors"}))
             if "_vectors" in record:
-                atomic_save_npy(self.run_dir / layout.eigenvector_file(record["step"]), record["_vectors"].astype(np.float32))
+                atomic_save_npy(self.run_dir / layout.eigenvector_file(record["step"]),
+                                record["_vectors"].astype(self.vectors_dtype))
+                thin_eigenvectors(self.run_dir, record["step"], self.monitor.records[0]["step"], self.monitor.every,
+                                  self.vectors_every)
         self._curvature_written = len(self.monitor.records)
         return bool(new)
 

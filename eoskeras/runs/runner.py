@@ -180,7 +180,7 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     monitor = None
     if c.enabled:
         monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
-                                   max_hvps=c.max_iterations, oracle=p.oracle,
+                                   max_hvps=c.max_iterations, oracle=p.oracle, auto_k=c.auto_k,
                                    inference_oracle=p.inference if c.also_inference else None)
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
                           max_steps=r.training.max_steps, divergence_factor=s.divergence_factor,
@@ -265,7 +265,8 @@ def _train(p: Prepared, run_dir: Path, *, resume: bool, progress: ProgressFactor
     monitor, stop, flatness = _callbacks(p, run_dir)
     checkpointer = Checkpointer(run_dir, p.network, optimizer, monitor, stop)
     recorder = RunRecorder(run_dir, checkpointer, monitor, log_every=recipe.training.log_every,
-                           checkpoint_every=checkpoint_every or max(recipe.curvature.every, 10))
+                           checkpoint_every=checkpoint_every or max(recipe.curvature.every, 10),
+                           vectors_every=recipe.curvature.vectors_every, vectors_dtype=recipe.curvature.vectors_dtype)
     start = 0
     if resume:
         start = checkpointer.restore()["step"]

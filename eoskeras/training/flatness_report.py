@@ -18,6 +18,7 @@ import numpy as np
 
 from eoskeras.curvature.density import SpectralDensity, spectral_density
 from eoskeras.curvature.flatness import noise_sharpness, rho_sharpness
+from eoskeras.curvature.gauss_newton import GaussNewtonOperator
 from eoskeras.curvature.lanczos import lanczos
 from eoskeras.curvature.oracle import HessianOracle
 from eoskeras.curvature.trace import hutchpp_trace
@@ -39,6 +40,8 @@ class FlatnessReport(keras.callbacks.Callback):
         rho: SAM radius of the ρ-sharpness.
         noise_sigma, noise_samples: Gaussian weight-noise std and draws.
         density_steps: Lanczos steps per SLQ vector (0: no density).
+        gauss_newton: also measure the Gauss-Newton λ_max (``ggn_lambda_max``)
+            and its ratio to the Hessian's (``ggn_hessian_ratio``).
         strategy: the ``tf.distribute`` strategy for the HVPs (default: current).
         oracle: an existing oracle over (x, y) to reuse (its modes then apply).
     """
@@ -47,7 +50,7 @@ class FlatnessReport(keras.callbacks.Callback):
                  trace_hvps: int = 99, rho: float = 0.05, noise_sigma: float = 0.01, noise_samples: int = 10,
                  density_steps: int = 0, density_vectors: int = 4, bn_mode: str = "batch", dtype: str = "float32",
                  hvp_mode: str = "reverse", micro_batch_size: int = 1000, seed: int = 0,
-                 strategy=None, oracle: HessianOracle | None = None) -> None:
+                 strategy=None, oracle: HessianOracle | None = None, gauss_newton: bool = True) -> None:
         super().__init__()
         self.x, self.y, self.x_test, self.y_test, self.loss = x, y, x_test, y_test, loss
         self.top_k, self.tol, self.trace_hvps, self.rho = top_k, tol, trace_hvps, rho
@@ -59,6 +62,7 @@ class FlatnessReport(keras.callbacks.Callback):
         self.spectrum = None
         self.density: SpectralDensity | None = None
         self.oracle = oracle
+        self.gauss_newton = gauss_newton
 
     def on_train_end(self, logs=None):
         if not self._diverged():
@@ -92,6 +96,10 @@ class FlatnessReport(keras.callbacks.Callback):
             "noise_sharpness_stderr": noise_stderr,
             "hessian": oracle.describe(),
         }
+        if self.gauss_newton:
+            ggn = lanczos(GaussNewtonOperator(oracle), k=1, tol=self.tol, seed=self.seed)
+            result.update(ggn_lambda_max=ggn.lambda_max, ggn_hvps=ggn.num_hvps,
+                          ggn_hessian_ratio=ggn.lambda_max / self.spectrum.lambda_max)
         if self.density_steps:
             self.density = spectral_density(oracle, self.density_vectors, self.density_steps, seed=self.seed)
         train_loss, train_acc = evaluate_network(network, loss, self.x, self.y)

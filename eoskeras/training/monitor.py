@@ -39,8 +39,10 @@ import numpy as np
 
 from eoskeras.curvature.operators import PreconditionedOperator
 from eoskeras.curvature.oracle import HessianOracle
+from eoskeras.curvature.restricted import layer_spectra
 from eoskeras.curvature.similarity import subspace_similarity, vector_cosines
 from eoskeras.curvature.tracker import EigenTracker
+from eoskeras.training.auto_k import count_above, grow_until_below, starting_k
 from eoskeras.training.thresholds import is_adaptive, preconditioner, stability_threshold
 
 
@@ -84,13 +86,22 @@ class SharpnessMonitor(keras.callbacks.Callback):
         oracle: an existing oracle over (x, y) to reuse (its modes then apply).
         inference_oracle: an oracle of the same data with BatchNorm in
             inference mode; its λ_max is recorded apart (``lambda_max_inference``).
+        layers: a regex of layer paths; each measurement then also records
+            the λ_max of the curvature restricted to each matching layer
+            (``record["layer_lambda_max"]``, logs ``lambda_max/<layer>``).
+        auto_k: c (e.g. 0.9): grow or shrink the number of eigenpairs so that
+            every eigenvalue above c × threshold is tracked (``auto_k.py``),
+            at least ``top_k`` and at most ``max_k``; records and logs
+            ``num_above`` and ``top_k``. Similarities use the leading
+            ``top_k`` vectors; ``lambda_i`` logs stop at ``top_k``.
     """
 
     def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
                  bn_mode: str = "batch", dtype: str = "float32", hvp_mode: str = "reverse",
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
                  keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None,
-                 inference_oracle: HessianOracle | None = None) -> None:
+                 inference_oracle: HessianOracle | None = None, layers: str | None = None,
+                 auto_k: float | None = None, max_k: int = 64) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
@@ -106,6 +117,10 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.first_vectors: np.ndarray | None = None
         self.latest_logs: dict[str, float] = {}
         self._oracle: HessianOracle | None = oracle
+        self.layers = layers
+        if auto_k is not None and not auto_k > 0:
+            raise ValueError(f"auto_k: got {auto_k}; allowed: a number > 0 (c in c x threshold), or None")
+        self.top_k, self.auto_k, self.max_k = top_k, auto_k, max(max_k, top_k)
 
     # ---------------------------------------------------------------- Keras
     def on_train_begin(self, logs=None):
@@ -131,9 +146,15 @@ class SharpnessMonitor(keras.callbacks.Callback):
         start = time.perf_counter()
         optimizer = getattr(self.model, "optimizer", None)
         op, preconditioned = curvature_operator(self.oracle, optimizer)
-        spectrum = self.tracker.update(op)
-        vectors = spectrum.eigenvectors
         threshold = stability_threshold(optimizer) if optimizer is not None else None
+        level = self.auto_k * threshold if self.auto_k is not None and threshold else None
+        if level is not None:
+            previous_values = self.records[-1]["eigenvalues"] if self.records else None
+            self.tracker.k = starting_k(previous_values, level, self.top_k, self.max_k)
+        spectrum = self.tracker.update(op)
+        if level is not None:
+            spectrum = grow_until_below(self.tracker, op, spectrum, level, self.max_k)
+        vectors = spectrum.eigenvectors[:, :self.top_k]
         record: dict[str, Any] = {
             "step": step,
             "lambda_max": spectrum.lambda_max,
@@ -156,6 +177,11 @@ class SharpnessMonitor(keras.callbacks.Callback):
         record["similarity_first"] = subspace_similarity(self.first_vectors, vectors)
         record["cosine_first"] = float(vector_cosines(self.first_vectors[:, 0], vectors[:, 0])[0])
         record["similarity_prev"] = subspace_similarity(previous, vectors) if previous is not None else 1.0
+        if level is not None:
+            record.update(num_above=count_above(spectrum.eigenvalues, level), top_k=len(spectrum.eigenvalues))
+        if self.layers:
+            record["layer_lambda_max"] = {s.layer: s.lambda_max for s in layer_spectra(
+                op, self.oracle.model, self.layers, tol=self.tracker.tol, trace_hvps=0)}
         record["seconds"] = time.perf_counter() - start
         if self.records:
             self.records[-1].pop("_vectors", None)
@@ -199,12 +225,13 @@ class SharpnessMonitor(keras.callbacks.Callback):
             return
         self.measure(step)
 
-    @staticmethod
-    def _as_logs(record: dict[str, Any]) -> dict[str, float]:
+    def _as_logs(self, record: dict[str, Any]) -> dict[str, float]:
         logs = {"curvature_step": float(record["step"]), "lambda_max": record["lambda_max"]}
-        logs.update({f"lambda_{i + 1}": e for i, e in enumerate(record["eigenvalues"]) if i})
+        logs.update({f"lambda_{i + 1}": e for i, e in enumerate(record["eigenvalues"][:self.top_k]) if i})
         for key in ("threshold", "sharpness_ratio", "eig_residual", "eig_hvps",
-                    "similarity_prev", "similarity_first", "cosine_first", "lambda_max_inference"):
+                    "similarity_prev", "similarity_first", "cosine_first", "lambda_max_inference", "num_above",
+                    "top_k"):
             if record.get(key) is not None:
                 logs[key] = float(record[key])
+        logs.update({f"lambda_max/{layer}": value for layer, value in record.get("layer_lambda_max", {}).items()})
         return logs
