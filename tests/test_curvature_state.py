@@ -27,7 +27,7 @@ def all_curvature_calls(model, x, y):
     for bn_mode in ("batch", "inference"):
         oracle = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=7, bn_mode=bn_mode)
         oracle.loss_and_gradient()
-        eoskeras.lanczos(oracle, k=2, max_steps=10)
+        eoskeras.lanczos(oracle, k=2, max_hvps=10)
         eoskeras.EigenTracker(k=2, max_hvps=6).update(oracle)
         eoskeras.hutchpp_trace(oracle, 6)
         eoskeras.spectral_density(oracle, num_vectors=1, steps=4)
