@@ -302,8 +302,8 @@ CASES = [
     ("balanced-test-not-divisible",
      doc(data="{dataset: mnist5k, test_size: 55, subset: balanced}"), "data.test_size",
      "a multiple of 10"),
-    ("iterations-below-top-k", doc(curvature="{top_k: 20, max_iterations: 10}"),
-     "curvature.max_iterations", "at least curvature.top_k"),
+    ("hvps-below-top-k", doc(curvature="{top_k: 20, max_hvps: 10}"),
+     "curvature.max_hvps", "at least curvature.top_k"),
     ("float64-on-tpu", doc(strategy="tpu", curvature="{dtype: float64}"), "curvature.dtype",
      "float32 with strategy: tpu"),
     # output directory

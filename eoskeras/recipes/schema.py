@@ -210,8 +210,9 @@ class CurvatureSpec:
                             "reverse-over-reverse or forward-over-reverse products", "reverse")
     tol: float = setting(Number(low=0, high=1, low_open=True, high_open=True),
                          "relative residual tolerance of the eigensolver", 1e-3)
-    max_iterations: int = setting(Integer(high=10_000),
-                                  "eigensolver (Lanczos) iterations at most; >= top_k", 100)
+    max_hvps: int | None = setting(Nullable(Integer(high=100_000)),
+                                   "Hessian-vector products per measurement at most; >= top_k; "
+                                   "null = max(40 top_k, 200)", None)
     micro_batch_size: int | None = setting(Nullable(Integer()),
                                            "examples per HVP chunk; null = physical_batch_size",
                                            None)

@@ -120,7 +120,7 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     monitor = None
     if c.enabled:
         monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
-                                   max_hvps=c.max_iterations, oracle=p.oracle)
+                                   max_hvps=c.max_hvps, oracle=p.oracle)
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
                           max_steps=r.training.max_steps, divergence_factor=s.divergence_factor)
     flatness = None
