@@ -112,6 +112,9 @@ def _print(result: dict[str, Any], what: str) -> None:
     table.add_row("min", f"{result['smallest']:.6g}", f"{result['smallest_residual']:.2e}")
     out = console()
     out.print(table)
+    if not result["converged"]:
+        out.print(f"[bold red]NOT CONVERGED: a residual is above tol {result['tol']:g} x max|eigenvalue| after "
+                  f"{result['num_hvps']} HVPs; the eigenvalues above are estimates, not converged values[/]")
     out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {fmt_pm(result['trace'], result['trace_stderr'], '.6g')}")
     if "density_nodes_range" in result:
         lo, hi = result["density_nodes_range"]

@@ -408,3 +408,47 @@ def test_live_progress_stops_its_display_when_training_raises():
             raise RuntimeError("boom")  # Keras would skip on_train_end here
     assert not progress.active
     assert "diverged" in console.file.getvalue()
+
+
+# ------------------------------------------------------------- convergence
+def make_unconverged_run(run: Path) -> Path:
+    """The completed run with the measurements at steps 30 and 70 and the final top-k unconverged."""
+    make_completed_run(run)
+    rows = [json.loads(line) for line in (run / layout.CURVATURE).read_text().splitlines()]
+    for row in rows:
+        row["converged"] = row["step"] not in (30, 70)
+    write_jsonl(run / layout.CURVATURE, rows)
+    result = json.loads((run / layout.RESULT).read_text())
+    result["flatness"]["eig_converged"] = False
+    (run / layout.RESULT).write_text(json.dumps(result))
+    return run
+
+
+def test_unconverged_measurements_are_marked_in_the_terminal_report(tmp_path):
+    text = report_text(render_run, make_unconverged_run(tmp_path / "run"))
+    assert cells(text, "NOT converged (HVP budget ran out)") == ["2 of 11 measurements, at steps 30, 70"]
+    assert "NOT CONVERGED" in text  # the final flatness top-k
+    converged = report_text(render_run, make_completed_run(tmp_path / "ok"))
+    assert cells(converged, "eigensolver") == ["all 11 measurements converged"]
+    assert "NOT CONVERGED" not in converged
+
+
+def test_unconverged_measurements_are_hollow_in_the_plots(tmp_path):
+    import matplotlib.pyplot as plt
+    from eoskeras.reports import plots
+    run = load_run(make_unconverged_run(tmp_path / "run"))
+    for draw in (plots._sharpness, plots._eigenvalues):
+        draw(run, tmp_path / "plot.png")
+        fig = plt.gcf() if plt.get_fignums() else None
+        assert fig is None  # each plot closes its figure
+    fig, ax = plt.subplots()
+    plots._mark_unconverged(ax, run, run.curvature["lambda_max"], "C3")
+    (hollow,) = [line for line in ax.lines if line.get_label() == "not converged (hollow)"]
+    assert list(hollow.get_xdata()) == [30, 70] and hollow.get_markerfacecolor() == "none"
+    plt.close(fig)
+
+
+def test_run_summary_lists_unconverged_steps(tmp_path):
+    summary = run_summary(make_unconverged_run(tmp_path / "run"))
+    assert summary["curvature_unconverged_steps"] == [30, 70]
+    assert summary["flatness"]["eig_converged"] is False

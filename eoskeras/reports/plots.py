@@ -13,6 +13,7 @@ plot_sweep("runs/cifar10-sweep")  # -> [.../plots/test_accuracy.png, ...]
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -64,6 +65,14 @@ def _line(ax: Axes, columns: Columns, key: str, scale: float = 1.0, **style) -> 
     if finite.any():
         ax.plot(x[finite], y[finite], **style)
     _mark_at_edge(ax, x[columns.nonfinite(key)], "top", "non-finite (NaN/inf)", DIVERGED_STYLE)
+
+
+def _mark_unconverged(ax: Axes, run: RunData, values: np.ndarray, color: Any) -> None:
+    """Hollow markers over the measurements whose eigensolver did not converge."""
+    bad = run.unconverged & np.isfinite(values)
+    if bad.any():
+        ax.plot(run.curvature["step"][bad], values[bad], linestyle="none", marker="o", markersize=8,
+                markerfacecolor="none", markeredgecolor=color, label="not converged (hollow)")
 
 
 def _mark_divergence(ax: Axes, run: RunData) -> None:
@@ -123,11 +132,13 @@ def _threshold_line(ax: Axes, run: RunData) -> None:
 def _sharpness(run: RunData, path: Path) -> Path:
     fig, (top, bottom) = _figure(2, 1, run.info.title, (9, 6.5))
     _line(top, run.curvature, "lambda_max", label=_lambda_label(run), color="C3", marker=".")
+    _mark_unconverged(top, run, run.curvature["lambda_max"], "C3")
     _threshold_line(top, run)
     top.set(ylabel="sharpness", title=f"{_lambda_label(run)} against the stability threshold")
     if run.curvature.has("sharpness_ratio"):
         _line(bottom, run.curvature, "sharpness_ratio", label=f"{_lambda_label(run)} / threshold",
               color="C3", marker=".")
+        _mark_unconverged(bottom, run, run.curvature["sharpness_ratio"], "C3")
         bottom.axhline(1.0, color="black", linestyle="--", label="edge of stability (ratio 1)")
     else:
         bottom.text(0.5, 0.5, "no stability threshold for this optimizer", ha="center", transform=bottom.transAxes)
@@ -147,6 +158,7 @@ def _eigenvalues(run: RunData, path: Path) -> Path:
         values = run.eigenvalues[:, i]
         ok = np.isfinite(values)
         ax.plot(run.curvature["step"][ok], values[ok], color=colors[i], marker=".", label=f"λ_{i + 1}")
+        _mark_unconverged(ax, run, values, colors[i])
     _threshold_line(ax, run)
     ax.set(xlabel=STEP_LABEL, ylabel="eigenvalue",
            title=f"Top-{k} eigenvalues of {'P⁻¹H' if run.preconditioned else 'the Hessian'}")

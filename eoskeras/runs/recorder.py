@@ -23,7 +23,8 @@ from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.thresholds import current_learning_rate
 
 METRIC_COLUMNS = ("step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "lambda_max", "threshold",
-                  "sharpness_ratio", "similarity_first", "similarity_prev", "eig_residual", "eig_hvps")
+                  "sharpness_ratio", "similarity_first", "similarity_prev", "eig_residual", "eig_hvps",
+                  "eig_converged")
 
 
 class RunRecorder(keras.callbacks.Callback):
