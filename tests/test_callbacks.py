@@ -104,3 +104,20 @@ def test_flatness_report_against_its_definitions():
     assert r["accuracy_gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
     assert r["hessian"]["dtype"] == "float64" and report.density is not None
     assert r["threshold"] == pytest.approx(4.0)
+
+
+def test_flatness_ratio_of_adam_divides_the_preconditioned_sharpness():
+    # The plain λ_max over Adam's threshold (which applies to P⁻¹H) was reported before.
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    report = eoskeras.FlatnessReport(x, y, top_k=2, dtype="float64", trace_hvps=9, noise_samples=2)
+    model.fit_full_batch(x, y, steps=3, callbacks=[report])
+    r = report.result
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    dense = np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1)
+    scale = eoskeras.preconditioner(model.optimizer, net.trainable_variables) ** -0.5
+    preconditioned = np.linalg.eigvalsh(scale[:, None] * dense * scale[None, :])[-1]
+    assert r["preconditioned"] and r["preconditioned_lambda_max"] == pytest.approx(preconditioned, rel=1e-6)
+    assert r["sharpness_ratio"] == pytest.approx(preconditioned / r["threshold"], rel=1e-6)
+    assert r["lambda_max"] == pytest.approx(np.linalg.eigvalsh(dense)[-1], rel=1e-6)  # the rest stays plain

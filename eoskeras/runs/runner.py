@@ -150,6 +150,12 @@ def _train_data(p: Prepared, start_step: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
 
 
+def _convergence_counts(monitor: SharpnessMonitor | None) -> dict[str, int]:
+    records = monitor.records if monitor is not None else []
+    return {"curvature_measurements": len(records),
+            "curvature_unconverged": sum(not r.get("converged", True) for r in records)}
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
                progress: ProgressFactory | None = None, checkpoint_every: int | None = None,
                deterministic: bool = True) -> dict[str, Any]:
@@ -215,6 +221,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
         stop_step=int(optimizer.iterations.numpy()),
         wall_seconds=result.get("wall_seconds", 0.0) + time.perf_counter() - began,
         threshold=stability_threshold(optimizer),
+        **_convergence_counts(monitor),
         flatness=flatness.measure(p.model) if measure_flatness else None,
     )
     if measure_flatness and flatness.density is not None:
