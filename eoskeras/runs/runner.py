@@ -38,10 +38,10 @@ from eoskeras.runs.recorder import RunRecorder
 from eoskeras.runs.strategy import make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
 from eoskeras.training.full_batch import FullBatchModel
-from eoskeras.training.monitor import SharpnessMonitor, curvature_operator
+from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.optimizers import make_optimizer
 from eoskeras.training.stopping import StopConditions
-from eoskeras.training.thresholds import stability_threshold, threshold_learning_rate
+from eoskeras.training.thresholds import is_adaptive, lr_rule_operator, stability_threshold, threshold_learning_rate
 
 ProgressFactory = Callable[[int, int], keras.callbacks.Callback]
 
@@ -100,18 +100,18 @@ def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
     """The absolute step size, and the initial sharpness it was resolved from.
 
     For adaptive optimisers the sharpness is the preconditioned one, with the
-    preconditioner of the first step.
+    preconditioner of ``lr_rule_operator`` (the rule is recorded as ``lr_rule``).
     """
     o = p.recipe.optimizer
     probe = _optimizer(p.recipe, o.lr or 1.0)
-    probe.build(p.network.trainable_variables)
-    op, preconditioned = curvature_operator(p.oracle, probe)
+    op, rule = lr_rule_operator(p.oracle, probe)
     spectrum = lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed)
     sharpness = spectrum.lambda_max
     lr = o.lr if o.lr is not None else o.lr_relative * threshold_learning_rate(
         o.name, sharpness, momentum=o.momentum or 0.0, beta_1=o.beta_1 or 0.0)
     return {"lr": float(lr), "lr_relative": o.lr_relative, "initial_sharpness": sharpness,
-            "initial_sharpness_preconditioned": preconditioned, "initial_sharpness_hvps": spectrum.num_hvps}
+            "initial_sharpness_preconditioned": is_adaptive(probe), "initial_sharpness_hvps": spectrum.num_hvps,
+            "initial_sharpness_converged": spectrum.converged, "lr_rule": rule}
 
 
 def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, StopConditions, FlatnessReport | None]:
