@@ -354,8 +354,9 @@ def test_reports_do_not_import_tensorflow():
 
 
 # ------------------------------------------------------------------ live progress
-def fake_training(progress, steps: int, total: int) -> None:
-    """What model.fit does to a callback, with logs like the SharpnessMonitor's."""
+def fake_training(progress, steps: int, total: int, converged_until: int | None = None) -> None:
+    """What model.fit does to a callback, with logs like the SharpnessMonitor's
+    (eigen-solves unconverged from epoch ``converged_until`` on)."""
     progress.set_params({"epochs": total, "steps": 1, "verbose": 0})
     progress.on_train_begin()
     for epoch in range(steps):
@@ -364,7 +365,8 @@ def fake_training(progress, steps: int, total: int) -> None:
             logs.update(val_loss=1.1 / (epoch + 1), val_accuracy=0.4 + epoch / 25)
         if epoch >= 1:  # curvature carried forward from step 1 on
             logs.update(lambda_max=19.5 + epoch, threshold=20.0, sharpness_ratio=(19.5 + epoch) / 20,
-                        similarity_first=0.9, curvature_step=1.0)
+                        similarity_first=0.9, curvature_step=1.0,
+                        eig_converged=float(converged_until is None or epoch < converged_until))
         progress.on_epoch_end(epoch, logs)
     progress.on_train_end()
 
@@ -395,6 +397,16 @@ def test_live_progress_prints_plain_lines_when_not_a_terminal():
     assert "loss 0.1429" in lines[-1] and "λ_max 25.5" in lines[-1] and "λ_max / threshold 1.275" in lines[-1]
     assert "val accuracy 64.00 %" in lines[-1]  # the latest evaluation, carried to steps without one
     assert "\x1b[" not in console.file.getvalue()
+    assert "NOT CONVERGED" not in console.file.getvalue()
+
+
+def test_live_progress_marks_an_unconverged_measurement():
+    from eoskeras.reports.live import RichProgress
+    console = live_console(terminal=False)
+    progress = RichProgress(total_steps=9, console=console, plain_every=3)
+    fake_training(progress, steps=7, total=9, converged_until=5)
+    lines = console.file.getvalue().splitlines()
+    assert ["NOT CONVERGED" in line for line in lines] == [False, True, True]
 
 
 def test_live_progress_stops_its_display_when_training_raises():
