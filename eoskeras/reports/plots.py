@@ -56,9 +56,9 @@ def _mark_at_edge(ax: Axes, x: np.ndarray, edge: str, label: str, style: dict) -
                 clip_on=False, label=label, **style)
 
 
-def _line(ax: Axes, columns: Columns, key: str, scale: float = 1.0, **style) -> None:
-    """Plot the finite values of ``key`` (times ``scale``) against the step; mark its non-finite ones on top."""
-    x, y = columns["step"], scale * columns[key]
+def _line(ax: Axes, columns: Columns, key: str, scale: float = 1.0, x_key: str = "step", **style) -> None:
+    """Plot the finite values of ``key`` (times ``scale``) against ``x_key``; mark its non-finite ones on top."""
+    x, y = columns[x_key], scale * columns[key]
     finite = np.isfinite(y) & np.isfinite(x)
     if finite.sum() == 1:
         style = {"marker": "o", **style}  # a lone point needs a marker to be seen
@@ -94,12 +94,14 @@ def _lambda_label(run: RunData) -> str:
 def _loss_accuracy(run: RunData, path: Path) -> Path:
     fig, (loss_ax, acc_ax) = _figure(1, 2, run.info.title, (11, 4.2))
     m = run.metrics
-    _line(loss_ax, m, "loss", label="train", color="C0")
+    # the train loss and accuracy of a row were computed before its update (see recorder.py)
+    train_x = "loss_step" if m.has("loss_step") else "step"
+    _line(loss_ax, m, "loss", label="train", color="C0", x_key=train_x)
     _line(loss_ax, m, "val_loss", label="test", color="C1", marker=".")
     if np.any(m["loss"] > 0) or np.any(m["val_loss"] > 0):
         loss_ax.set_yscale("log")
     loss_ax.set(xlabel=STEP_LABEL, ylabel="loss (log scale)", title="Loss")
-    _line(acc_ax, m, "accuracy", scale=100, label="train", color="C0")
+    _line(acc_ax, m, "accuracy", scale=100, label="train", color="C0", x_key=train_x)
     _line(acc_ax, m, "val_accuracy", scale=100, label="test", color="C1", marker=".")
     acc_ax.set(xlabel=STEP_LABEL, ylabel="accuracy (%)", title="Accuracy")
     for ax in (loss_ax, acc_ax):
