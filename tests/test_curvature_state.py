@@ -74,21 +74,6 @@ def test_dropout_is_off_and_batch_mode_uses_batch_statistics():
     assert batch.describe()["bn_mode"] == "batch"
 
 
-def test_subclassed_models_are_refused_with_a_clear_message():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.dense(x)
-
-    net = Net()
-    net(np.zeros((1, 3)))
-    with pytest.raises(TypeError, match="Functional or Sequential"):
-        eoskeras.HessianOracle(net, "mse", np.zeros((4, 3)), np.zeros(4, int))
-
-
 @pytest.mark.parametrize("field,value", [("bn_mode", "train"), ("dtype", "float16"), ("hvp_mode", "jvp")])
 def test_bad_modes_name_the_field_and_the_choices(field, value):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])

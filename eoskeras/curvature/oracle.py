@@ -47,7 +47,8 @@ class HessianOracle:
     """Full-data-set loss, gradient and Hessian-vector products of a Keras model.
 
     Args:
-        model: a built Functional or Sequential Keras model.
+        model: a built Keras model: Functional, Sequential or subclassed
+            (a subclassed one is measured in its own dtype; see ``twin.py``).
         loss: ``"cross_entropy"``, ``"mse"`` (0.5·‖f(x) − onehot(y)‖²), a Keras
             loss, or a callable returning per-example losses.
         x, y: the fixed data set (numpy arrays or tensors), e.g. the first
@@ -255,9 +256,10 @@ class HessianOracle:
         return self._replicated_fns[key]
 
     def _mean_loss(self, trainable, non_trainable, x, y):
-        outputs, _, reg_losses = self._twin.model.stateless_call(
-            trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
-        )
+        with self._twin.exact():
+            outputs, _, reg_losses = self._twin.model.stateless_call(
+                trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
+            )
         loss = tf.reduce_mean(tf.cast(self._loss_fn(y, outputs), self.dtype))
         for reg in reg_losses:
             loss = loss + tf.cast(reg, self.dtype)
