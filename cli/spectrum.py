@@ -60,6 +60,19 @@ def _require_data(dataset: str, data_dir: str | None, download: bool) -> None:
         fail(str(err), 1)
 
 
+def _shapes(network) -> tuple[tuple, tuple]:
+    """Input and output shapes; a subclassed model has them only from its build."""
+    import numpy as np
+
+    input_shape = getattr(network, "input_shape", None) or (network.get_build_config() or {}).get("input_shape")
+    if input_shape is None or not all(isinstance(d, int) for d in input_shape[1:]):
+        fail(f"the model's input shape is unknown ({input_shape}); build it on an input before saving", 2)
+    output_shape = getattr(network, "output_shape", None)
+    if output_shape is None:
+        output_shape = (None, *network(np.zeros((1, *input_shape[1:]), "float32")).shape[1:])
+    return tuple(input_shape), tuple(output_shape)
+
+
 def with_data(network, dataset: str, examples: int, loss: str, data_dir: str | None = None, download: bool = False):
     from eoskeras.data import DataSpec, load_data
     from eoskeras.data.catalog import DATASETS
@@ -67,16 +80,20 @@ def with_data(network, dataset: str, examples: int, loss: str, data_dir: str | N
     info = DATASETS[dataset]
     if examples > info.train_size:
         fail(f"--examples: got {examples:,}; allowed: at most {info.train_size:,} (the {dataset} training split)", 2)
-    flatten = len(network.input_shape) == 2
+    input_shape, output_shape = _shapes(network)
+    flatten = len(input_shape) == 2
     bundle = load_data(DataSpec(dataset, train_size=examples, flatten=flatten,
                                 labels="onehot" if loss == "mse" else "integer", data_dir=data_dir,
                                 download=download))
-    if tuple(network.input_shape[1:]) != bundle.input_shape or network.output_shape[-1] != info.num_classes:
-        fail(f"the model maps {network.input_shape} to {network.output_shape}, but --dataset {dataset} has inputs "
+    if input_shape[1:] != bundle.input_shape or output_shape[-1] != info.num_classes:
+        fail(f"the model maps {input_shape} to {output_shape}, but --dataset {dataset} has inputs "
              f"{(None, *bundle.input_shape)} and {info.num_classes} classes", 2)
     from eoskeras.curvature.oracle import HessianOracle
 
-    return HessianOracle(network, loss, bundle.x_train, bundle.y_train)
+    try:
+        return HessianOracle(network, loss, bundle.x_train, bundle.y_train)
+    except (TypeError, ValueError) as err:  # a model that cannot be measured exactly says why
+        fail(f"cannot measure this model: {err}", 2)
 
 
 def load_saved_model(source: str):
@@ -178,6 +195,9 @@ def _print(result: dict[str, Any], what: str) -> None:
     table.add_row("min", f"{result['smallest']:.6g}", f"{result['smallest_residual']:.2e}")
     out = console()
     out.print(table)
+    if not result["converged"]:
+        out.print(f"[bold red]NOT CONVERGED: a residual is above tol {result['tol']:g} x max|eigenvalue| after "
+                  f"{result['num_hvps']} HVPs; the eigenvalues above are estimates, not converged values[/]")
     out.print(f"trace (Hutch++, {result['trace_hvps']} HVPs): {fmt_pm(result['trace'], result['trace_stderr'], '.6g')}")
     if "hessian_lambda_max" in result:
         out.print(f"{name} lambda_max {result['eigenvalues'][0]:.6g} vs Hessian lambda_max "

@@ -163,3 +163,52 @@ def test_auto_k_tracks_every_eigenvalue_above_c_times_the_threshold():
     assert history.history["num_above"][-1] == last["num_above"] and "lambda_3" not in history.history
     with pytest.raises(ValueError, match="auto_k: got 0"):
         eoskeras.SharpnessMonitor(x, y, auto_k=0)
+
+
+def test_flatness_ratio_of_adam_divides_the_preconditioned_sharpness():
+    # The plain λ_max over Adam's threshold (which applies to P⁻¹H) was reported before.
+    net, x, y = problem()
+    model = eoskeras.FullBatchModel(net)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    report = eoskeras.FlatnessReport(x, y, top_k=2, dtype="float64", trace_hvps=9, noise_samples=2)
+    model.fit_full_batch(x, y, steps=3, callbacks=[report])
+    r = report.result
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    dense = np.stack([oracle.hvp(e) for e in np.eye(oracle.dim)], axis=1)
+    scale = eoskeras.preconditioner(model.optimizer, net.trainable_variables) ** -0.5
+    preconditioned = np.linalg.eigvalsh(scale[:, None] * dense * scale[None, :])[-1]
+    assert r["preconditioned"] and r["preconditioned_lambda_max"] == pytest.approx(preconditioned, rel=1e-6)
+    assert r["sharpness_ratio"] == pytest.approx(preconditioned / r["threshold"], rel=1e-6)
+    assert r["lambda_max"] == pytest.approx(np.linalg.eigvalsh(dense)[-1], rel=1e-6)  # the rest stays plain
+
+
+def test_metrics_rows_say_which_weights_their_loss_belongs_to(tmp_path):
+    # FullBatchModel.train_step returns the loss *before* its update, while the row's
+    # curvature and test metrics are measured after it: each row labels its loss's weights.
+    import json
+
+    from eoskeras.runs import layout
+    from eoskeras.runs.checkpoint import Checkpointer
+    from eoskeras.runs.recorder import RunRecorder
+
+    net, x, y = problem(n=64)
+    model = eoskeras.FullBatchModel(net, physical_batch_size=64)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.optimizer.build(net.trainable_variables)
+    oracle = eoskeras.HessianOracle(net, "cross_entropy", x, y)
+    weights = []  # w_s after s updates
+    keep = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: weights.append(oracle.weights()),
+                                          on_epoch_end=lambda epoch, logs: weights.append(oracle.weights()))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=2, top_k=1, tol=1e-6, oracle=oracle)
+    stop = eoskeras.StopConditions(divergence_factor=None)
+    recorder = RunRecorder(tmp_path, Checkpointer(tmp_path, net, model.optimizer, monitor, stop), monitor)
+    model.fit_full_batch(x, y, steps=4, callbacks=[keep, monitor, recorder])
+    rows = [json.loads(line) for line in (tmp_path / layout.METRICS_JSONL).read_text().splitlines()]
+    assert [(r["step"], r["loss_step"]) for r in rows] == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    for row in rows:
+        assert row["loss"] == pytest.approx(oracle.loss(weights[row["loss_step"]]), rel=1e-5)
+        assert row["loss"] != pytest.approx(oracle.loss(weights[row["step"]]), rel=1e-5)
+    (measured,) = [r for r in rows if r["step"] == 2 and "lambda_max" in r]
+    # ... and the curvature of row 2 is at w_2, not at w_1 like its loss:
+    at_w2 = np.stack([oracle.hvp(e, at=weights[2]) for e in np.eye(oracle.dim)], axis=1)
+    assert measured["lambda_max"] == pytest.approx(np.linalg.eigvalsh((at_w2 + at_w2.T) / 2)[-1], rel=1e-4)

@@ -45,6 +45,10 @@ def test_train_produces_every_artifact(short_run: Path):
     result = json.loads((short_run / layout.RESULT).read_text())
     assert result["status"] == "max_steps" and result["stop_step"] == 20
     assert result["lr"] == pytest.approx(1.5 * 2 / result["initial_sharpness"])
+    assert result["lr_rule"].startswith("lr = lr_relative x threshold_numerator / lambda_max(H)")
+    assert result["curvature_measurements"] == len(curvature)
+    assert result["curvature_unconverged"] == sum(not c["converged"] for c in curvature)
+    assert isinstance(result["flatness"]["eig_converged"], bool)
     assert set(result["flatness"]) >= {"lambda_max", "trace", "rho_sharpness", "noise_sharpness", "test_accuracy",
                                        "accuracy_gap", "hessian"}
     rows = read_jsonl(short_run / layout.METRICS_JSONL)

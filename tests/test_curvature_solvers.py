@@ -41,7 +41,52 @@ def test_lanczos_counts_hvps_and_is_deterministic():
 def test_lanczos_stops_early_on_an_invariant_subspace():
     spectrum = eoskeras.lanczos(DenseOperator(np.diag([5.0, 3.0, 3.0, 1.0])), k=2, tol=1e-12)
     np.testing.assert_allclose(spectrum.eigenvalues, [5.0, 3.0])
-    assert spectrum.num_hvps <= 4
+    assert spectrum.num_hvps <= 4 + 2  # the whole space, then the 2 verifying HVPs
+
+
+def lanczos_cases():
+    rng = np.random.default_rng(5)
+    cluster = np.concatenate([[10.0, 10.0 - 1e-6, 10.0 - 2e-6], rng.uniform(-1.0, 5.0, 47)])
+    return [
+        ("diag-5331", np.diag([5.0, 3.0, 3.0, 1.0]), 3, [5.0, 3.0, 3.0]),
+        ("triple-10", np.diag(np.concatenate([[10.0] * 3, np.linspace(-1, 5, 47)])), 3,
+         [10.0, 10.0, 10.0]),
+        ("double-top-of-5", matrix_with_spectrum(np.concatenate([[7.0, 7.0, 4.0, 4.0, 4.0], np.linspace(0, 3, 45)])),
+         5, [7.0, 7.0, 4.0, 4.0, 4.0]),
+        ("near-degenerate", matrix_with_spectrum(cluster, seed=2), 4, np.sort(cluster)[::-1][:4]),
+    ]
+
+
+@pytest.mark.parametrize("name, h, k, expected", lanczos_cases(), ids=[c[0] for c in lanczos_cases()])
+def test_lanczos_finds_multiplicities_and_clusters(name, h, k, expected):
+    # Single-vector Lanczos returned [5, 3, 1] and [10, 10, 5] here, converged.
+    for seed in range(3):
+        spectrum = eoskeras.lanczos(DenseOperator(h), k=k, tol=1e-10, seed=seed)
+        assert spectrum.converged
+        np.testing.assert_allclose(spectrum.eigenvalues, expected, rtol=1e-9)
+        # The returned residuals are measured: ‖H v − θ v‖ of the returned vectors.
+        measured = np.linalg.norm(h @ spectrum.eigenvectors - spectrum.eigenvectors * spectrum.eigenvalues, axis=0)
+        np.testing.assert_allclose(spectrum.residuals, measured, rtol=1e-6, atol=1e-13)
+
+
+class SkewedOperator(DenseOperator):
+    """A matrix whose products carry a small non-symmetric error, as float32
+    HVPs do: the Lanczos estimate then claims more than the vectors deliver."""
+
+    def __init__(self, matrix, error):
+        super().__init__(matrix)
+        self.error = error
+
+    def matvec(self, v):
+        return super().matvec(v) + self.error @ v
+
+
+def test_converged_is_judged_on_the_measured_residual():
+    rng = np.random.default_rng(0)
+    h = matrix_with_spectrum(np.linspace(-1, 10, 60))
+    spectrum = eoskeras.lanczos(SkewedOperator(h, 1e-4 * rng.standard_normal((60, 60))), k=2, tol=1e-8)
+    assert not spectrum.converged
+    assert np.all(spectrum.relative_residuals > 1e-8)
 
 
 def test_trace_estimators_on_known_matrix():
@@ -103,3 +148,17 @@ def test_warm_start_needs_a_third_of_the_cold_hvps_after_a_small_step():
     assert warm.num_hvps * 3 <= cold.num_hvps, (warm.num_hvps, cold.num_hvps)
     np.testing.assert_allclose(warm.eigenvalues, cold.eigenvalues, rtol=1e-5)
     assert np.all(eoskeras.vector_cosines(warm.eigenvectors, cold.eigenvectors) > 0.999)
+
+
+@pytest.mark.parametrize("name, lam", [
+    ("power-law", 100.0 / np.arange(1, 201)),
+    ("15-outliers", np.r_[[100.0] * 15, np.random.default_rng(1).uniform(-1, 1, 185)]),  # more than the sketch holds
+])
+def test_hutchpp_stderr_covers_the_whole_estimate(name, lam):
+    # The sketch is random too: over many seeds the z-scores (estimate − tr H) / stderr
+    # must be calibrated, not only the Hutchinson part's spread given one sketch.
+    h = matrix_with_spectrum(lam)
+    z = np.array([(e.value - lam.sum()) / e.stderr
+                  for e in (eoskeras.hutchpp_trace(DenseOperator(h), 99, seed=s) for s in range(200))])
+    assert 0.7 < np.mean(z**2) < 1.5, np.mean(z**2)
+    assert np.mean(np.abs(z) < 3) >= 0.97

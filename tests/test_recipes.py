@@ -261,6 +261,7 @@ CASES = [
      "a mapping of model options"),
     ("bad-strategy", doc(strategy="horovod"), "strategy", "mirrored"),
     ("removed-bn-mode", doc(curvature="{bn_mode: inference}"), "curvature.bn_mode", "also_inference"),
+    ("renamed-max-iterations", doc(curvature="{max_iterations: 50}"), "curvature.max_iterations", "max_hvps"),
     ("bad-also-inference", doc(curvature="{also_inference: sometimes}"), "curvature.also_inference", "true"),
     ("bad-stall-accuracy", doc(training="{stop: {stall_accuracy: 1.5}}"), "training.stop.stall_accuracy", "1"),
     ("bad-data-dtype", doc(data="{dataset: mnist5k, dtype: float16}"), "data.dtype", "float32"),
@@ -304,8 +305,8 @@ CASES = [
     ("balanced-test-not-divisible",
      doc(data="{dataset: mnist5k, test_size: 55, subset: balanced}"), "data.test_size",
      "a multiple of 10"),
-    ("iterations-below-top-k", doc(curvature="{top_k: 20, max_iterations: 10}"),
-     "curvature.max_iterations", "at least curvature.top_k"),
+    ("hvps-below-top-k", doc(curvature="{top_k: 20, max_hvps: 10}"),
+     "curvature.max_hvps", "at least curvature.top_k"),
     ("float64-on-tpu", doc(strategy="tpu", curvature="{dtype: float64}"), "curvature.dtype",
      "float32 with strategy: tpu"),
     # output directory

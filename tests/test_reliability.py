@@ -470,8 +470,8 @@ MALFORMED = [
     recipe_case("train-above-dataset", doc(data="{dataset: mnist5k, train_size: 5000}"), "data.train_size"),
     recipe_case("batch-above-train", doc(data="{dataset: mnist5k, train_size: 100}", training="{batch_size: 200}"),
                 "training.batch_size"),
-    recipe_case("iterations-below-top-k", doc(curvature="{top_k: 20, max_iterations: 10}"),
-                "curvature.max_iterations"),
+    recipe_case("hvps-below-top-k", doc(curvature="{top_k: 20, max_hvps: 10}"),
+                "curvature.max_hvps"),
     override_case("set-test-above-dataset", "data.test_size=100000", "data.test_size"),
     case("spectrum-examples-above-dataset", ("spectrum", "--examples", "5000"), "--examples"),
     # YAML syntax

@@ -373,8 +373,9 @@ def test_reports_do_not_import_tensorflow():
 
 
 # ------------------------------------------------------------------ live progress
-def fake_training(progress, steps: int, total: int) -> None:
-    """What model.fit does to a callback, with logs like the SharpnessMonitor's."""
+def fake_training(progress, steps: int, total: int, converged_until: int | None = None) -> None:
+    """What model.fit does to a callback, with logs like the SharpnessMonitor's
+    (eigen-solves unconverged from epoch ``converged_until`` on)."""
     progress.set_params({"epochs": total, "steps": 1, "verbose": 0})
     progress.on_train_begin()
     for epoch in range(steps):
@@ -383,7 +384,8 @@ def fake_training(progress, steps: int, total: int) -> None:
             logs.update(val_loss=1.1 / (epoch + 1), val_accuracy=0.4 + epoch / 25)
         if epoch >= 1:  # curvature carried forward from step 1 on
             logs.update(lambda_max=19.5 + epoch, threshold=20.0, sharpness_ratio=(19.5 + epoch) / 20,
-                        similarity_first=0.9, curvature_step=1.0)
+                        similarity_first=0.9, curvature_step=1.0,
+                        eig_converged=float(converged_until is None or epoch < converged_until))
         progress.on_epoch_end(epoch, logs)
     progress.on_train_end()
 
@@ -414,6 +416,16 @@ def test_live_progress_prints_plain_lines_when_not_a_terminal():
     assert "loss 0.1429" in lines[-1] and "λ_max 25.5" in lines[-1] and "λ_max / threshold 1.275" in lines[-1]
     assert "val accuracy 64.00 %" in lines[-1]  # the latest evaluation, carried to steps without one
     assert "\x1b[" not in console.file.getvalue()
+    assert "NOT CONVERGED" not in console.file.getvalue()
+
+
+def test_live_progress_marks_an_unconverged_measurement():
+    from eoskeras.reports.live import RichProgress
+    console = live_console(terminal=False)
+    progress = RichProgress(total_steps=9, console=console, plain_every=3)
+    fake_training(progress, steps=7, total=9, converged_until=5)
+    lines = console.file.getvalue().splitlines()
+    assert ["NOT CONVERGED" in line for line in lines] == [False, True, True]
 
 
 def test_live_progress_stops_its_display_when_training_raises():
@@ -427,3 +439,47 @@ def test_live_progress_stops_its_display_when_training_raises():
             raise RuntimeError("boom")  # Keras would skip on_train_end here
     assert not progress.active
     assert "diverged" in console.file.getvalue()
+
+
+# ------------------------------------------------------------- convergence
+def make_unconverged_run(run: Path) -> Path:
+    """The completed run with the measurements at steps 30 and 70 and the final top-k unconverged."""
+    make_completed_run(run)
+    rows = [json.loads(line) for line in (run / layout.CURVATURE).read_text().splitlines()]
+    for row in rows:
+        row["converged"] = row["step"] not in (30, 70)
+    write_jsonl(run / layout.CURVATURE, rows)
+    result = json.loads((run / layout.RESULT).read_text())
+    result["flatness"]["eig_converged"] = False
+    (run / layout.RESULT).write_text(json.dumps(result))
+    return run
+
+
+def test_unconverged_measurements_are_marked_in_the_terminal_report(tmp_path):
+    text = report_text(render_run, make_unconverged_run(tmp_path / "run"))
+    assert cells(text, "NOT converged (HVP budget ran out)") == ["2 of 11 measurements, at steps 30, 70"]
+    assert "NOT CONVERGED" in text  # the final flatness top-k
+    converged = report_text(render_run, make_completed_run(tmp_path / "ok"))
+    assert cells(converged, "eigensolver") == ["all 11 measurements converged"]
+    assert "NOT CONVERGED" not in converged
+
+
+def test_unconverged_measurements_are_hollow_in_the_plots(tmp_path):
+    import matplotlib.pyplot as plt
+    from eoskeras.reports import plots
+    run = load_run(make_unconverged_run(tmp_path / "run"))
+    for draw in (plots._sharpness, plots._eigenvalues):
+        draw(run, tmp_path / "plot.png")
+        fig = plt.gcf() if plt.get_fignums() else None
+        assert fig is None  # each plot closes its figure
+    fig, ax = plt.subplots()
+    plots._mark_unconverged(ax, run, run.curvature["lambda_max"], "C3")
+    (hollow,) = [line for line in ax.lines if line.get_label() == "not converged (hollow)"]
+    assert list(hollow.get_xdata()) == [30, 70] and hollow.get_markerfacecolor() == "none"
+    plt.close(fig)
+
+
+def test_run_summary_lists_unconverged_steps(tmp_path):
+    summary = run_summary(make_unconverged_run(tmp_path / "run"))
+    assert summary["curvature_unconverged_steps"] == [30, 70]
+    assert summary["flatness"]["eig_converged"] is False

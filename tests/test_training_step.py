@@ -148,3 +148,27 @@ def test_adam_preconditioner_matches_the_update_it_makes():
     m = flat([opt._momentums[opt._get_variable_index(v)] for v in model.trainable_variables])
     m_hat = m / (1 - 0.9**4)
     np.testing.assert_allclose(step_taken, -1e-2 * m_hat / p, rtol=2e-3, atol=1e-8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.optimizers.Adam(1e-3, beta_2=0.9),
+    lambda: keras.optimizers.RMSprop(1e-3, rho=0.9),
+    lambda: eoskeras.training.optimizers.ClippedAdam(1e-3, beta_2=0.9, clip_value=0.5, clip_mode="ub"),
+], ids=["adam", "rmsprop", "clipped_adam"])
+def test_lr_rule_preconditioner_is_the_stationary_denominator_under_a_constant_gradient(make):
+    # lr_relative's rule for adaptive optimisers: the denominator the optimiser settles to
+    # when the gradient stays g0, not the first step's (for RMSProp sqrt(1 - rho) smaller).
+    from eoskeras.training.thresholds import lr_rule_preconditioner
+    g = np.random.default_rng(0).standard_normal(50) * np.logspace(-6, 0, 50)
+    w = keras.Variable(np.zeros(50, dtype="float32"))
+    opt = make()
+    opt.build([w])
+    first = eoskeras.preconditioner(opt, [w], g)
+    for _ in range(300):
+        opt.apply_gradients([(tf.constant(g, tf.float32), w)])
+    settled = eoskeras.preconditioner(opt, [w])
+    rule = lr_rule_preconditioner(opt, g)
+    np.testing.assert_allclose(rule, settled, rtol=1e-4)
+    if isinstance(opt, keras.optimizers.RMSprop):
+        assert np.max(np.abs(first / settled - 1)) > 0.5
+    assert lr_rule_preconditioner(keras.optimizers.SGD(0.1), g) is None

@@ -5,13 +5,15 @@ LayerNormalization and GroupNormalization) computes the variance around
 ``stop_gradient(mean)``. The first derivative is unaffected (the dropped term
 is a sum of centred activations, which is zero), but the second derivative
 loses a term, so Hessian-vector products through these layers are wrong by
-~1e-2 relative. The subclasses below compute the moments without
-``stop_gradient``; the curvature twin (``twin.py``) swaps them in for the stock
-layers of a cloned model only, so user models and training are untouched.
+~1e-2 relative. The functions below compute the moments without
+``stop_gradient``. The curvature twin (``twin.py``) swaps the subclasses in
+for the stock layers of a cloned model, or, for a model that cannot be cloned
+(subclassed), sets ``exact_instance_patches`` on the layer instances only
+while the loss is traced; user models and training are untouched.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 from keras import ops
@@ -33,62 +35,76 @@ def _compute_dtype(x):
     return keras.backend.result_type(x.dtype, "float32")
 
 
+def _exact_bn_moments(layer, stock_moments):
+    """A BatchNormalization's ``_moments`` with exact second derivatives."""
+    def moments(inputs, mask):
+        if mask is not None:
+            return stock_moments(inputs, mask)  # computed explicitly: already exact
+        return exact_moments(inputs, layer._reduction_axes)
+    return moments
+
+
+def exact_layer_norm(layer: keras.layers.LayerNormalization, inputs):
+    """``layer``'s output with exact second derivatives (not for rms_scaling,
+    which Keras already computes with a plain, exact variance)."""
+    x = ops.cast(inputs, _compute_dtype(inputs))
+    ndim = len(x.shape)
+    axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+    axes = sorted(a % ndim for a in axes)
+    mean, variance = exact_moments(x, axes, keepdims=True)
+    outputs = (x - mean) * ops.rsqrt(variance + layer.epsilon)
+    param_shape = [x.shape[d] if d in axes else 1 for d in range(ndim)]
+    if layer.gamma is not None:
+        outputs = outputs * ops.reshape(ops.cast(layer.gamma, x.dtype), param_shape)
+    if layer.beta is not None:
+        outputs = outputs + ops.reshape(ops.cast(layer.beta, x.dtype), param_shape)
+    return ops.cast(outputs, layer.compute_dtype)
+
+
+def exact_group_norm(layer: keras.layers.GroupNormalization, inputs):
+    """``layer``'s output with exact second derivatives."""
+    x = ops.cast(inputs, _compute_dtype(inputs))
+    ndim = len(x.shape)
+    axis = layer.axis % ndim
+    channels = x.shape[axis]
+    # Split the channel axis into (groups, channels_per_group) and
+    # normalise over every axis but the batch and the group axis.
+    grouped_shape = [-1] + [
+        s if s is not None else ops.shape(x)[i]
+        for i, s in enumerate(x.shape) if i > 0
+    ]
+    grouped_shape[axis:axis + 1] = [layer.groups, channels // layer.groups]
+    grouped = ops.reshape(x, grouped_shape)
+    reduce_axes = [d for d in range(1, ndim + 1) if d != axis]
+    mean, variance = exact_moments(grouped, reduce_axes, keepdims=True)
+    normalized = ops.reshape((grouped - mean) * ops.rsqrt(variance + layer.epsilon), ops.shape(x))
+    param_shape = [channels if d == axis else 1 for d in range(ndim)]
+    if layer.scale:
+        normalized = normalized * ops.reshape(ops.cast(layer.gamma, x.dtype), param_shape)
+    if layer.center:
+        normalized = normalized + ops.reshape(ops.cast(layer.beta, x.dtype), param_shape)
+    return ops.cast(normalized, layer.compute_dtype)
+
+
 class ExactBatchNormalization(keras.layers.BatchNormalization):
     """BatchNormalization whose batch statistics have exact second derivatives."""
 
     def _moments(self, inputs, mask):
-        if mask is not None:
-            # The masked path computes its moments explicitly (already exact).
-            return super()._moments(inputs, mask)
-        return exact_moments(inputs, self._reduction_axes)
+        return _exact_bn_moments(self, super()._moments)(inputs, mask)
 
 
 class ExactLayerNormalization(keras.layers.LayerNormalization):
     """LayerNormalization with exact second derivatives."""
 
     def call(self, inputs):
-        if self.rms_scaling:
-            # Keras computes this variant with a plain variance: already exact.
-            return super().call(inputs)
-        x = ops.cast(inputs, _compute_dtype(inputs))
-        ndim = len(x.shape)
-        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
-        axes = sorted(a % ndim for a in axes)
-        mean, variance = exact_moments(x, axes, keepdims=True)
-        outputs = (x - mean) * ops.rsqrt(variance + self.epsilon)
-        param_shape = [x.shape[d] if d in axes else 1 for d in range(ndim)]
-        if self.gamma is not None:
-            outputs = outputs * ops.reshape(ops.cast(self.gamma, x.dtype), param_shape)
-        if self.beta is not None:
-            outputs = outputs + ops.reshape(ops.cast(self.beta, x.dtype), param_shape)
-        return ops.cast(outputs, self.compute_dtype)
+        return super().call(inputs) if self.rms_scaling else exact_layer_norm(self, inputs)
 
 
 class ExactGroupNormalization(keras.layers.GroupNormalization):
     """GroupNormalization with exact second derivatives."""
 
     def call(self, inputs):
-        x = ops.cast(inputs, _compute_dtype(inputs))
-        ndim = len(x.shape)
-        axis = self.axis % ndim
-        channels = x.shape[axis]
-        # Split the channel axis into (groups, channels_per_group) and
-        # normalise over every axis but the batch and the group axis.
-        grouped_shape = [-1] + [
-            s if s is not None else ops.shape(x)[i]
-            for i, s in enumerate(x.shape) if i > 0
-        ]
-        grouped_shape[axis:axis + 1] = [self.groups, channels // self.groups]
-        grouped = ops.reshape(x, grouped_shape)
-        reduce_axes = [d for d in range(1, ndim + 1) if d != axis]
-        mean, variance = exact_moments(grouped, reduce_axes, keepdims=True)
-        normalized = ops.reshape((grouped - mean) * ops.rsqrt(variance + self.epsilon), ops.shape(x))
-        param_shape = [channels if d == axis else 1 for d in range(ndim)]
-        if self.scale:
-            normalized = normalized * ops.reshape(ops.cast(self.gamma, x.dtype), param_shape)
-        if self.center:
-            normalized = normalized + ops.reshape(ops.cast(self.beta, x.dtype), param_shape)
-        return ops.cast(normalized, self.compute_dtype)
+        return exact_group_norm(self, inputs)
 
 
 # Stock layer -> exact replacement (exact type match: user subclasses may
@@ -122,3 +138,17 @@ def exact_replacement(layer: keras.layers.Layer) -> type | None:
                             "Keras computes its statistics with inexact second derivatives and eoskeras cannot swap "
                             f"a subclass for its exact twin; use keras.layers.{stock.__name__} itself")
     return None
+
+
+def exact_instance_patches(layer: keras.layers.Layer) -> dict[str, Callable]:
+    """Instance attributes that make one stock normalisation layer exact
+    without cloning it (for models that cannot be cloned layer by layer):
+    set them for the duration of a trace, then remove them."""
+    kind = exact_replacement(layer)  # refuses what cannot be made exact
+    if kind is ExactBatchNormalization:
+        return {"_moments": _exact_bn_moments(layer, layer._moments)}
+    if kind is ExactLayerNormalization and not layer.rms_scaling:
+        return {"call": lambda inputs: exact_layer_norm(layer, inputs)}
+    if kind is ExactGroupNormalization:
+        return {"call": lambda inputs: exact_group_norm(layer, inputs)}
+    return {}

@@ -76,6 +76,13 @@ def orthonormal_rows(w: np.ndarray, basis: np.ndarray | None = None, drop_below:
     return np.ascontiguousarray(q[:, np.abs(np.diag(r)) > drop_below * scale].T)
 
 
+def default_max_hvps(k: int) -> int:
+    """The eigensolvers' default HVP budget for the top ``k``: enough for a
+    cold start on the bundled recipes' spectra (clustered at the Edge of
+    Stability) to converge at their tolerances."""
+    return max(40 * k, 200)
+
+
 def describe_operator(op: SymmetricOperator) -> dict:
     """The operator's own record of how it computes (e.g. an oracle's modes)."""
     describe = getattr(op, "describe", None)

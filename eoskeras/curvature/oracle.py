@@ -47,7 +47,8 @@ class HessianOracle:
     """Full-data-set loss, gradient and Hessian-vector products of a Keras model.
 
     Args:
-        model: a built Functional or Sequential Keras model.
+        model: a built Keras model: Functional, Sequential or subclassed
+            (a subclassed one is measured in its own dtype; see ``twin.py``).
         loss: ``"cross_entropy"``, ``"mse"`` (0.5·‖f(x) − onehot(y)‖²), a Keras
             loss, or a callable returning per-example losses.
         x, y: the fixed data set (numpy arrays or tensors), e.g. the first
@@ -201,9 +202,10 @@ class HessianOracle:
         """One micro-batch's outputs, per-example losses and regularisation
         loss (all in the oracle's dtype), as functions of the twin-ordered
         ``trainable`` values: for tapes and accumulators around the call."""
-        outputs, _, reg_losses = self._twin.model.stateless_call(
-            trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
-        )
+        with self._twin.exact():
+            outputs, _, reg_losses = self._twin.model.stateless_call(
+                trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
+            )
         regularisation = tf.add_n([tf.constant(0.0, self.dtype)] + [tf.cast(r, self.dtype) for r in reg_losses])
         return outputs, self.per_example_loss(y, outputs), regularisation
 

@@ -57,8 +57,12 @@ def hutchpp_trace(op: SymmetricOperator, num_hvps: int = 99, *, seed: int = 0) -
     """Hutch++ (Meyer et al. 2021): the trace of a rank-m/3 sketch of H,
     exactly, plus Hutchinson on the deflated rest; ``num_hvps`` ≈ 3 m HVPs.
 
-    The standard error is that of the Hutchinson part (the sketch part is
-    deterministic given the sketch).
+    The standard error (from the spread of the deflated Hutchinson samples)
+    is an error bar for the whole estimate, sketch included: given the sketch
+    Q, the deflated part is unbiased for tr((I − QQᵀ) H (I − QQᵀ)), and
+    tr(QᵀHQ) + tr((I − QQᵀ) H (I − QQᵀ)) = tr H for *every* Q, so the estimate
+    is unbiased given Q and its whole variance is the Hutchinson part's
+    (law of total variance; pinned by a coverage test over many seeds).
     """
     m = max(num_hvps // 3, 1)
     if num_hvps < 3:

@@ -22,6 +22,7 @@ import numpy as np
 from eoskeras.curvature.operators import (
     CountingOperator,
     SymmetricOperator,
+    default_max_hvps,
     describe_operator,
     orthonormal_rows,
 )
@@ -43,14 +44,14 @@ def track_top_k(
     ``init`` (n × m, any m) seeds the search space; missing columns are filled
     with seeded Gaussian vectors. Stops when every ‖H v − θ v‖ ≤ ``tol`` ×
     max|θ| (residuals from actual HVPs) or after ``max_hvps`` HVPs (default
-    ``max(40 k, 200)``). The basis is thick-restarted to the leading Ritz
+    ``default_max_hvps(k)``). The basis is thick-restarted to the leading Ritz
     vectors when it would exceed ``max_basis`` (default ``max(6 k, 40)``;
     restarting too often slows convergence on clustered spectra).
     """
     n = op.dim
     if not 1 <= k <= n:
         raise ValueError(f"k: got {k}; allowed: 1 <= k <= {n} (the operator's dimension)")
-    max_hvps = max_hvps or max(40 * k, 200)
+    max_hvps = max_hvps or default_max_hvps(k)
     max_basis = min(n, max_basis or max(6 * k, 40))
     rng = np.random.default_rng(seed)
     start = np.zeros((n, 0)) if init is None else np.asarray(init, dtype=np.float64).reshape(n, -1)

@@ -107,10 +107,10 @@ def _options_of_model(recipe: Recipe) -> Iterator[RecipeError]:
 
 
 @rule
-def _enough_eigensolver_iterations(recipe: Recipe) -> Iterator[RecipeError]:
+def _enough_eigensolver_hvps(recipe: Recipe) -> Iterator[RecipeError]:
     curvature = recipe.curvature
-    if curvature.max_iterations < curvature.top_k:
-        yield RecipeError("curvature.max_iterations", curvature.max_iterations,
+    if curvature.max_hvps is not None and curvature.max_hvps < curvature.top_k:
+        yield RecipeError("curvature.max_hvps", curvature.max_hvps,
                           f"at least curvature.top_k ({curvature.top_k})",
                           "too few to find top_k eigenpairs")
 

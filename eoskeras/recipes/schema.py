@@ -66,6 +66,8 @@ _UNIT_OPEN_TOP = Number(low=0, high=1, high_open=True)
 # Keys that recipes once had, with what replaces them: named in the error
 # instead of a bare "unknown key".
 REMOVED_KEYS: dict[str, str] = {
+    "curvature.max_iterations": "renamed curvature.max_hvps (it always was a budget of HVPs per measurement; "
+                                "null sizes it from top_k)",
     "curvature.bn_mode": "the sharpness compared with the threshold is always that of the loss the train step "
                          "optimises (BatchNorm batch statistics of its chunks); set curvature.also_inference: "
                          "true to also record the inference-mode (moving statistics) sharpness",
@@ -224,8 +226,9 @@ class CurvatureSpec:
                             "reverse-over-reverse or forward-over-reverse products", "reverse")
     tol: float = setting(Number(low=0, high=1, low_open=True, high_open=True),
                          "relative residual tolerance of the eigensolver", 1e-3)
-    max_iterations: int = setting(Integer(high=10_000),
-                                  "eigensolver (Lanczos) iterations at most; >= top_k", 100)
+    max_hvps: int | None = setting(Nullable(Integer(high=100_000)),
+                                   "Hessian-vector products per measurement at most; >= top_k; "
+                                   "null = max(40 top_k, 200)", None)
     micro_batch_size: int | None = setting(Nullable(Integer()),
                                            "examples per HVP chunk; null = the train step's chunks "
                                            "(physical_batch_size, or batch_size when smaller); with "

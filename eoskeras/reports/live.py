@@ -41,7 +41,9 @@ SHOWN = (
 )
 # the monitor carries curvature forward between measurements and says from which step
 CURVATURE_STEP = "curvature_step"
-KEPT_KEYS = frozenset(key for key, _, _ in SHOWN) | {CURVATURE_STEP}
+CONVERGED = "eig_converged"  # 0 when the latest eigen-solve ran out of HVPs
+KEPT_KEYS = frozenset(key for key, _, _ in SHOWN) | {CURVATURE_STEP, CONVERGED}
+NOT_CONVERGED = "λ_max NOT CONVERGED"
 
 
 def _format(value: float, spec: str) -> str:
@@ -139,6 +141,8 @@ class RichProgress(keras.callbacks.Callback):
                         for key, _, spec in shown))
         if CURVATURE_STEP in self.latest:
             table.caption = f"curvature measured at step {self.latest[CURVATURE_STEP]:.0f}"
+            if self.latest.get(CONVERGED) == 0:
+                table.caption += f" ({NOT_CONVERGED}: HVP budget ran out)"
         return Group(self._progress, table) if shown else Group(self._progress)
 
     def _print_plain(self) -> None:
@@ -147,6 +151,8 @@ class RichProgress(keras.callbacks.Callback):
         eta = elapsed / done * (self.total_steps - self.step) if done else None
         parts = [f"step {self.step}/{self.total_steps}"]
         parts += [f"{heading} {_format(self.latest[key], spec)}" for key, heading, spec in SHOWN if key in self.latest]
+        if self.latest.get(CONVERGED) == 0:
+            parts.append(NOT_CONVERGED)
         parts.append(f"elapsed {fmt_seconds(elapsed)}, ETA {fmt_seconds(eta)}")
         # markup/highlighting off: the line goes to a log file verbatim
         self.console.print(" | ".join(parts), markup=False, highlight=False, soft_wrap=True)

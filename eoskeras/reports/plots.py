@@ -13,6 +13,7 @@ plot_sweep("runs/cifar10-sweep")  # -> [.../plots/test_accuracy.png, ...]
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -57,15 +58,23 @@ def _mark_at_edge(ax: Axes, x: np.ndarray, edge: str, label: str, style: dict) -
                 clip_on=False, label=label, **style)
 
 
-def _line(ax: Axes, columns: Columns, key: str, scale: float = 1.0, **style) -> None:
-    """Plot the finite values of ``key`` (times ``scale``) against the step; mark its non-finite ones on top."""
-    x, y = columns["step"], scale * columns[key]
+def _line(ax: Axes, columns: Columns, key: str, scale: float = 1.0, x_key: str = "step", **style) -> None:
+    """Plot the finite values of ``key`` (times ``scale``) against ``x_key``; mark its non-finite ones on top."""
+    x, y = columns[x_key], scale * columns[key]
     finite = np.isfinite(y) & np.isfinite(x)
     if finite.sum() == 1:
         style = {"marker": "o", **style}  # a lone point needs a marker to be seen
     if finite.any():
         ax.plot(x[finite], y[finite], **style)
     _mark_at_edge(ax, x[columns.nonfinite(key)], "top", "non-finite (NaN/inf)", DIVERGED_STYLE)
+
+
+def _mark_unconverged(ax: Axes, run: RunData, values: np.ndarray, color: Any) -> None:
+    """Hollow markers over the measurements whose eigensolver did not converge."""
+    bad = run.unconverged & np.isfinite(values)
+    if bad.any():
+        ax.plot(run.curvature["step"][bad], values[bad], linestyle="none", marker="o", markersize=8,
+                markerfacecolor="none", markeredgecolor=color, label="not converged (hollow)")
 
 
 def _mark_divergence(ax: Axes, run: RunData) -> None:
@@ -87,12 +96,14 @@ def _lambda_label(run: RunData) -> str:
 def _loss_accuracy(run: RunData, path: Path) -> Path:
     fig, (loss_ax, acc_ax) = _figure(1, 2, run.info.title, (11, 4.2))
     m = run.metrics
-    _line(loss_ax, m, "loss", label="train", color="C0")
+    # the train loss and accuracy of a row were computed before its update (see recorder.py)
+    train_x = "loss_step" if m.has("loss_step") else "step"
+    _line(loss_ax, m, "loss", label="train", color="C0", x_key=train_x)
     _line(loss_ax, m, "val_loss", label="test", color="C1", marker=".")
     if np.any(m["loss"] > 0) or np.any(m["val_loss"] > 0):
         loss_ax.set_yscale("log")
     loss_ax.set(xlabel=STEP_LABEL, ylabel="loss (log scale)", title="Loss")
-    _line(acc_ax, m, "accuracy", scale=100, label="train", color="C0")
+    _line(acc_ax, m, "accuracy", scale=100, label="train", color="C0", x_key=train_x)
     _line(acc_ax, m, "val_accuracy", scale=100, label="test", color="C1", marker=".")
     acc_ax.set(xlabel=STEP_LABEL, ylabel="accuracy (%)", title="Accuracy")
     for ax in (loss_ax, acc_ax):
@@ -125,6 +136,7 @@ def _threshold_line(ax: Axes, run: RunData) -> None:
 def _sharpness(run: RunData, path: Path) -> Path:
     fig, (top, bottom) = _figure(2, 1, run.info.title, (9, 6.5))
     _line(top, run.curvature, "lambda_max", label=f"{_lambda_label(run)} of the trained loss", color="C3", marker=".")
+    _mark_unconverged(top, run, run.curvature["lambda_max"], "C3")
     if run.curvature.has("lambda_max_inference"):
         # the paper's convention, never compared with the threshold
         _line(top, run.curvature, "lambda_max_inference", label=f"{_lambda_label(run)}, BatchNorm inference mode "
@@ -135,6 +147,7 @@ def _sharpness(run: RunData, path: Path) -> Path:
     if run.curvature.has("sharpness_ratio"):
         _line(bottom, run.curvature, "sharpness_ratio", label=f"{_lambda_label(run)} / threshold",
               color="C3", marker=".")
+        _mark_unconverged(bottom, run, run.curvature["sharpness_ratio"], "C3")
         bottom.axhline(1.0, color="black", linestyle="--", label="edge of stability (ratio 1)")
     else:
         bottom.text(0.5, 0.5, "no stability threshold for this optimizer", ha="center", transform=bottom.transAxes)
@@ -158,6 +171,7 @@ def _eigenvalues(run: RunData, path: Path) -> Path:
         values = run.eigenvalues[:, i]
         ok = np.isfinite(values)
         ax.plot(run.curvature["step"][ok], values[ok], color=colors[i], marker=".", label=f"λ_{i + 1}")
+        _mark_unconverged(ax, run, values, colors[i])
     _threshold_line(ax, run)
     ax.set(xlabel=STEP_LABEL, ylabel="eigenvalue",
            title=f"Top-{k} eigenvalues of {'P⁻¹H' if run.preconditioned else 'the Hessian'}")

@@ -136,6 +136,12 @@ class RunData:
         return self.result.status == "diverged"
 
     @property
+    def unconverged(self) -> np.ndarray:
+        """Curvature rows whose eigensolver ran out of HVPs before its tolerance."""
+        return self.curvature.present.get("converged", np.zeros(len(self.curvature), bool)) & (
+            self.curvature["converged"] == 0)
+
+    @property
     def preconditioned(self) -> bool:
         """True when λ_max is that of P⁻¹H (adaptive optimisers)."""
         return bool(np.nan_to_num(self.curvature["preconditioned"]).any())

@@ -137,17 +137,24 @@ def _flatness(run: RunData) -> Group | Text:
     residuals = flat.get("eig_residuals") or []
     eigenvalues = flat.get("eigenvalues") or []
     ratio_note = f"threshold {fmt(flat.get('threshold'))}"
-    if run.preconditioned and flat.get("threshold") is not None:
-        # the final report measures the plain Hessian; adaptive thresholds apply to P⁻¹H
-        ratio_note += " (plain Hessian vs a threshold meant for P⁻¹H)"
+    ratio_name = "λ_max / threshold"
+    if flat.get("preconditioned_lambda_max") is not None:
+        # adaptive thresholds apply to the preconditioned sharpness
+        ratio_name = "λ_max(P⁻¹H) / threshold"
+        ratio_note = f"λ_max(P⁻¹H) = {fmt(flat['preconditioned_lambda_max'])}, " + ratio_note
+        if flat.get("preconditioned_converged") is False:
+            ratio_note += "; NOT CONVERGED"
+    unconverged = "; NOT CONVERGED (HVP budget ran out)" if flat.get("eig_converged") is False else ""
     rows = [
-        ("λ_max", fmt(flat.get("lambda_max")), f"relative residual {fmt(residuals[0] if residuals else None, '.1e')}"),
-        (f"top-{len(eigenvalues) or 'k'}", ", ".join(fmt(e, ".4g") for e in eigenvalues) or MISSING, "descending"),
+        ("λ_max", fmt(flat.get("lambda_max")),
+         f"relative residual {fmt(residuals[0] if residuals else None, '.1e')}{unconverged}"),
+        (f"top-{len(eigenvalues) or 'k'}", ", ".join(fmt(e, ".4g") for e in eigenvalues) or MISSING,
+         f"descending{unconverged}"),
         ("trace", fmt_pm(flat.get("trace"), flat.get("trace_stderr")), "Hutch++ (± stderr)"),
         ("ρ-sharpness", fmt(flat.get("rho_sharpness")), f"SAM loss increase, ρ = {fmt(flat.get('rho'))}"),
         ("noise sharpness", fmt_pm(flat.get("noise_sharpness"), flat.get("noise_sharpness_stderr")),
          f"mean loss increase, σ = {fmt(flat.get('noise_sigma'))} (± stderr)"),
-        ("λ_max / threshold", fmt(flat.get("sharpness_ratio"), ".3f"), ratio_note),
+        (ratio_name, fmt(flat.get("sharpness_ratio"), ".3f"), ratio_note),
     ]
     if flat.get("ggn_lambda_max") is not None:
         rows.append(("GGN λ_max", fmt(flat["ggn_lambda_max"]),
@@ -188,6 +195,13 @@ def _stability(run: RunData) -> Group | Text:
     table.add_row("crossed the threshold upward at", upward)
     table.add_row("crossed back downward at", _steps_text(crossings.down))
     table.add_row("median ratio after the first crossing", fmt(crossings.median_ratio_after, ".3f"))
+    unconverged = run.unconverged
+    if unconverged.any():
+        table.add_row("NOT converged (HVP budget ran out)",
+                      Text(f"{int(unconverged.sum())} of {len(c)} measurements, at steps "
+                           f"{_steps_text([int(x) for x in steps[unconverged]])}", style="bold red"))
+    elif run.curvature.has("converged"):
+        table.add_row("eigensolver", f"all {len(c)} measurements converged")
     return _section(f"Edge of stability ({len(c)} measurements, steps {fmt(steps[0], '.0f')}–"
                     f"{fmt(steps[-1], '.0f')})", table)
 
@@ -277,6 +291,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "initial_sharpness_inference": r.initial_sharpness_inference, "threshold": r.threshold,
         "last_logged": {k: m.latest(k) for k in ("step", "loss", "accuracy", "val_loss", "val_accuracy")},
         "curvature_measurements": len(run.curvature),
+        "curvature_unconverged_steps": [int(x) for x in run.curvature["step"][run.unconverged]],
         "preconditioned": run.preconditioned,
         "crossings": {"up": crossings.up, "down": crossings.down,
                       "median_ratio_after_first": crossings.median_ratio_after},

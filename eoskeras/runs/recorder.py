@@ -22,8 +22,12 @@ from eoskeras.runs.retention import thin_eigenvectors
 from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.thresholds import current_learning_rate
 
-METRIC_COLUMNS = ("step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "lambda_max", "threshold",
-                  "sharpness_ratio", "similarity_first", "similarity_prev", "eig_residual", "eig_hvps")
+# A row's "step" is the number of updates done. Its val_*, lr-driven threshold and
+# curvature belong to those weights, w_step; its loss and accuracy are what the step's own
+# train_step computed *before* its update, at w_(step-1): "loss_step" says so in every row.
+METRIC_COLUMNS = ("step", "loss_step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "lambda_max", "threshold",
+                  "sharpness_ratio", "similarity_first", "similarity_prev", "eig_residual", "eig_hvps",
+                  "eig_converged")
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -77,10 +81,12 @@ class RunRecorder(keras.callbacks.Callback):
         loss = float(logs.get("loss", 0.0))
         if step % self.log_every == 0 or measured or evaluated or self.model.stop_training or not math.isfinite(loss):
             row: dict[str, Any] = {"step": step, "lr": current_learning_rate(self.model.optimizer, step - 1)}
+            if "loss" in logs:
+                row["loss_step"] = step - 1
             row.update({k: float(v) for k, v in logs.items() if k in METRIC_COLUMNS})
             if not measured:
                 # Curvature keys are carried forward in logs; record them only when measured.
-                for key in METRIC_COLUMNS[6:]:
+                for key in METRIC_COLUMNS[METRIC_COLUMNS.index("lambda_max"):]:
                     row.pop(key, None)
             self.metrics.append(row)
         if self.stop_requested:

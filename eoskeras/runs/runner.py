@@ -39,10 +39,10 @@ from eoskeras.runs.recorder import RunRecorder
 from eoskeras.runs.strategy import is_chief, make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
 from eoskeras.training.full_batch import FullBatchModel, check_ghost_batches
-from eoskeras.training.monitor import SharpnessMonitor, curvature_operator
+from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.optimizers import make_optimizer
 from eoskeras.training.stopping import StopConditions
-from eoskeras.training.thresholds import stability_threshold, threshold_learning_rate
+from eoskeras.training.thresholds import is_adaptive, lr_rule_operator, stability_threshold, threshold_learning_rate
 
 ProgressFactory = Callable[[int, int], keras.callbacks.Callback]
 
@@ -148,24 +148,25 @@ def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
     training example, BatchNorm statistics of the train step's chunks), so
     ``lr_relative`` is the multiple of the threshold that training really
     faces. For adaptive optimisers it is the preconditioned sharpness, with
-    the preconditioner of the first step. Networks with BatchNorm also record
-    the inference-mode sharpness (moving statistics), for comparison only.
+    the preconditioner of ``lr_rule_operator`` (the rule is recorded as
+    ``lr_rule``). Networks with BatchNorm also record the inference-mode
+    sharpness (moving statistics), for comparison only.
     """
     o = p.recipe.optimizer
     probe = recipe_optimizer(p.recipe, o.lr or 1.0)
-    probe.build(p.network.trainable_variables)
 
     def initial_sharpness(oracle: HessianOracle):
-        op, preconditioned = curvature_operator(oracle, probe)
-        return lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed), preconditioned
+        op, rule = lr_rule_operator(oracle, probe)
+        return lanczos(op, k=1, tol=1e-4, seed=p.recipe.seed), rule
 
-    spectrum, preconditioned = initial_sharpness(p.trained)
+    spectrum, rule = initial_sharpness(p.trained)
     sharpness = spectrum.lambda_max
     lr = o.lr if o.lr is not None else o.lr_relative * threshold_learning_rate(
         o.name, sharpness, momentum=o.momentum or 0.0, beta_1=o.beta_1 or 0.0)
     record = {"lr": float(lr), "lr_relative": o.lr_relative, "initial_sharpness": sharpness,
-              "initial_sharpness_preconditioned": preconditioned, "initial_sharpness_hvps": spectrum.num_hvps,
-              "initial_sharpness_converged": spectrum.converged, "initial_sharpness_mode": p.trained.describe()}
+              "initial_sharpness_preconditioned": is_adaptive(probe), "initial_sharpness_hvps": spectrum.num_hvps,
+              "initial_sharpness_converged": spectrum.converged, "initial_sharpness_mode": p.trained.describe(),
+              "lr_rule": rule}
     if p.inference is not None:
         inference, _ = initial_sharpness(p.inference)
         record.update(initial_sharpness_inference=inference.lambda_max,
@@ -180,7 +181,7 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     monitor = None
     if c.enabled:
         monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
-                                   max_hvps=c.max_iterations, oracle=p.oracle, auto_k=c.auto_k,
+                                   max_hvps=c.max_hvps, oracle=p.oracle, auto_k=c.auto_k,
                                    inference_oracle=p.inference if c.also_inference else None)
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
                           max_steps=r.training.max_steps, divergence_factor=s.divergence_factor,
@@ -210,6 +211,12 @@ def _train_data(p: Prepared, start_step: int) -> tf.data.Dataset:
     order = np.concatenate(epochs).reshape(-1, batch)[start_step % per_epoch:]
     xs, ys = tf.constant(x), tf.constant(y)
     return tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
+
+
+def _convergence_counts(monitor: SharpnessMonitor | None) -> dict[str, int]:
+    records = monitor.records if monitor is not None else []
+    return {"curvature_measurements": len(records),
+            "curvature_unconverged": sum(not r.get("converged", True) for r in records)}
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
@@ -298,6 +305,7 @@ def _train(p: Prepared, run_dir: Path, *, resume: bool, progress: ProgressFactor
         stop_step=int(optimizer.iterations.numpy()),
         wall_seconds=result.get("wall_seconds", 0.0) + time.perf_counter() - began,
         threshold=stability_threshold(optimizer),
+        **_convergence_counts(monitor),
         flatness=flatness.measure(p.model) if measure_flatness else None,
     )
     if measure_flatness and flatness.density is not None:

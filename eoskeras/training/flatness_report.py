@@ -23,7 +23,7 @@ from eoskeras.curvature.lanczos import lanczos
 from eoskeras.curvature.oracle import HessianOracle
 from eoskeras.curvature.trace import hutchpp_trace
 from eoskeras.training.evaluation import evaluate_network
-from eoskeras.training.monitor import loss_of, network_of
+from eoskeras.training.monitor import curvature_operator, loss_of, network_of
 from eoskeras.training.thresholds import stability_threshold
 
 
@@ -79,13 +79,19 @@ class FlatnessReport(keras.callbacks.Callback):
         noise, noise_stderr = noise_sharpness(oracle, self.noise_sigma, self.noise_samples, seed=self.seed)
         optimizer = getattr(model, "optimizer", None)
         threshold = stability_threshold(optimizer) if optimizer is not None else None
+        op, preconditioned = curvature_operator(oracle, optimizer)
+        sharpness = lanczos(op, k=1, tol=self.tol, seed=self.seed) if preconditioned else self.spectrum
         result: dict[str, Any] = {
+            **({"preconditioned_lambda_max": sharpness.lambda_max,
+                "preconditioned_converged": sharpness.converged} if preconditioned else {}),
             "lambda_max": self.spectrum.lambda_max,
             "eigenvalues": [float(e) for e in self.spectrum.eigenvalues],
             "eig_residuals": [float(r) for r in self.spectrum.relative_residuals],
             "eig_hvps": self.spectrum.num_hvps,
+            "eig_converged": self.spectrum.converged,
             "threshold": threshold,
-            "sharpness_ratio": self.spectrum.lambda_max / threshold if threshold else None,
+            "sharpness_ratio": sharpness.lambda_max / threshold if threshold else None,
+            "preconditioned": preconditioned,
             "trace": trace.value,
             "trace_stderr": trace.stderr,
             "trace_hvps": trace.num_hvps,

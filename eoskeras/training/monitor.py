@@ -16,7 +16,8 @@ monitor.records[-1]["lambda_max"], monitor.records[-1]["sharpness_ratio"]
 Logged keys (carried forward between measurements; ``curvature_step``
 says which step they belong to): ``lambda_max``, ``lambda_2`` … ``lambda_k``,
 ``threshold`` (e.g. 2/η), ``sharpness_ratio`` (λ_max / threshold),
-``eig_residual`` (largest relative residual), ``eig_hvps``,
+``eig_residual`` (largest relative residual), ``eig_hvps``, ``eig_converged``
+(1 when every residual met ``tol``, 0 when the HVP budget ran out first),
 ``similarity_prev`` and ``similarity_first`` (Wang & Roberts' subspace
 similarity of the top-k eigenvectors to the previous and the first
 measurement) and ``cosine_first`` (|cos| of the top eigenvector to the first
@@ -79,6 +80,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         every: steps between measurements (also measured before step 1).
         top_k: number of eigenpairs, warm-started from the previous ones.
         tol: relative residual tolerance of the eigensolver.
+        max_hvps: HVPs per measurement at most (default: sized from ``top_k``).
         bn_mode, dtype, hvp_mode, micro_batch_size: as in ``HessianOracle``.
         keep_vectors: keep every measurement's eigenvectors in
             ``vector_history`` (for saving), not only the first and latest.
@@ -228,6 +230,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
     def _as_logs(self, record: dict[str, Any]) -> dict[str, float]:
         logs = {"curvature_step": float(record["step"]), "lambda_max": record["lambda_max"]}
         logs.update({f"lambda_{i + 1}": e for i, e in enumerate(record["eigenvalues"][:self.top_k]) if i})
+        logs["eig_converged"] = float(record["converged"])
         for key in ("threshold", "sharpness_ratio", "eig_residual", "eig_hvps",
                     "similarity_prev", "similarity_first", "cosine_first", "lambda_max_inference", "num_above",
                     "top_k"):

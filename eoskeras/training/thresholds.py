@@ -11,6 +11,7 @@ Example:
 ```python
 threshold = stability_threshold(model.optimizer)             # e.g. 2/eta for GD
 p = preconditioner(model.optimizer, model.trainable_variables)  # None for SGD
+op, rule = lr_rule_operator(oracle, optimizer)    # what lr_relative is relative to
 ```
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from eoskeras.curvature.operators import PreconditionedOperator, SymmetricOperator
 from eoskeras.training.optimizers import ClippedAdam, ClippedRMSprop, clip_denominator
 
 
@@ -94,20 +96,66 @@ def preconditioner(optimizer: keras.optimizers.Optimizer, variables, gradient: n
     # Keras keeps second-moment slots in _velocities, indexed per variable.
     slots = [optimizer._velocities[optimizer._get_variable_index(v)].numpy().ravel() for v in variables]
     v = np.concatenate(slots).astype(np.float64)
+    if step == 0:
+        # The first step's moment: RMSProp has no bias correction, Adam's undoes the (1 − β₂).
+        decay = float(optimizer.rho if isinstance(optimizer, keras.optimizers.RMSprop) else optimizer.beta_2)
+        step, v = 1, (1 - decay) * np.square(gradient)
+    return _denominator(optimizer, v, step)
+
+
+def _denominator(optimizer: keras.optimizers.Optimizer, v: np.ndarray, step: int | None) -> np.ndarray:
+    """What ``optimizer`` divides the (momentum of the) gradient by, given its
+    second-moment slot ``v`` after ``step`` updates (None: the stationary
+    limit, where Adam's bias corrections are 1)."""
     eps = float(optimizer.epsilon)
     if isinstance(optimizer, keras.optimizers.RMSprop):
-        decay = float(optimizer.rho)
-        if step == 0:
-            v = (1 - decay) * np.square(gradient)
         if isinstance(optimizer, ClippedRMSprop):
             return np.asarray(clip_denominator(np.sqrt(v), optimizer.clip_value, optimizer.clip_mode)) + eps
         return np.sqrt(v + eps)
-    beta_2 = float(optimizer.beta_2)
-    if step == 0:
-        step, v = 1, (1 - beta_2) * np.square(gradient)
-    correction = 1 - beta_2**step
+    correction = 1.0 if step is None else 1 - float(optimizer.beta_2) ** step
     v_hat = v / correction
     if isinstance(optimizer, ClippedAdam):
         return np.asarray(clip_denominator(np.sqrt(v_hat), optimizer.clip_value, optimizer.clip_mode)) + eps
     # Keras's Adam adds epsilon before the bias correction of the step size.
     return np.sqrt(v_hat) + eps / np.sqrt(correction)
+
+
+# The rule lr_relative follows for adaptive optimisers, recorded in result.json.
+ADAPTIVE_LR_RULE = ("lr = lr_relative x threshold_numerator / lambda_max(P^-1 H) at the initial weights, with P the "
+                    "optimiser's stationary denominator under the initial full-batch gradient g0: second moment "
+                    "v = g0^2, no bias correction (Adam: sqrt(v) + eps; RMSProp: sqrt(v + eps); clipped variants "
+                    "clip sqrt(v) first)")
+PLAIN_LR_RULE = "lr = lr_relative x threshold_numerator / lambda_max(H) at the initial weights"
+
+
+def lr_rule_preconditioner(optimizer: keras.optimizers.Optimizer, gradient: np.ndarray) -> np.ndarray | None:
+    """The preconditioner that ``lr_relative`` is resolved against (None for
+    non-adaptive optimisers): see ``ADAPTIVE_LR_RULE``.
+
+    Why the stationary denominator under the initial gradient: the threshold
+    (2 + 2β₁)/((1 − β₁)η) is derived for a *frozen* P, i.e. a second moment
+    in its steady state, and a gradient held at g₀ drives v̂ to exactly g₀²
+    (with bias corrections 1). The first step's P is not that state: for
+    RMSProp it is √(1 − ρ) × smaller (no bias correction), and for Adam its
+    ε is inflated by 1/√(1 − β₂) ≈ 32, which changes λ_max(P⁻¹H) wherever
+    |g₀| is near ε. Running warm-up probe steps instead would make the result
+    depend on the learning rate being resolved (circular), cost full-batch
+    gradients, and, at a small probe step, converge to this same limit.
+    Coordinates whose initial gradient is near zero still get P ≈ ε, as they
+    do in Adam's own early steps: that is the optimiser, not the rule.
+    Reproduce it with ``lr_rule_preconditioner(optimizer, g0)`` and
+    ``PreconditionedOperator``.
+    """
+    if not is_adaptive(optimizer):
+        return None
+    return _denominator(optimizer, np.square(np.asarray(gradient, dtype=np.float64)), None)
+
+
+def lr_rule_operator(oracle, optimizer: keras.optimizers.Optimizer) -> tuple[SymmetricOperator, str]:
+    """The operator whose λ_max ``lr_relative`` is relative to, and the rule in
+    words (``PLAIN_LR_RULE`` or ``ADAPTIVE_LR_RULE``) for the run's record.
+    ``oracle`` gives the loss's Hessian products and gradient at the initial weights."""
+    if not is_adaptive(optimizer):
+        return oracle, PLAIN_LR_RULE
+    p = lr_rule_preconditioner(optimizer, oracle.loss_and_gradient()[1])
+    return PreconditionedOperator(oracle, p), ADAPTIVE_LR_RULE

@@ -30,7 +30,7 @@ import tensorflow as tf
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from eoskeras.training.full_batch import FullBatchModel
-from eoskeras.training.thresholds import is_adaptive, preconditioner
+from eoskeras.training.thresholds import is_adaptive, lr_rule_preconditioner
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class SharpnessCheck:
 class TrainStepHessian:
     """Products with the Hessian of the train step's loss (or with
     P^(-1/2) H P^(-1/2) for an adaptive ``optimizer``, whose eigenvalues are
-    those of P⁻¹H), by central differences of ``model.accumulate``.
+    those of P⁻¹H, P as ``lr_rule_preconditioner`` defines it from the
+    train step's gradient), by central differences of ``model.accumulate``.
 
     A context manager: the model's weights and BatchNorm statistics are
     restored on exit. Each product takes differences at steps ε and ε/2 of
@@ -68,7 +69,7 @@ class TrainStepHessian:
         self._gradient = tf.function(lambda: model.accumulate(tf.constant(x), tf.constant(y))[2])
         self._scale = 1.0
         if optimizer is not None and is_adaptive(optimizer):
-            self._scale = 1.0 / np.sqrt(preconditioner(optimizer, self.variables, self.gradient_at(self.w0)))
+            self._scale = 1.0 / np.sqrt(lr_rule_preconditioner(optimizer, self.gradient_at(self.w0)))
 
     def __enter__(self) -> "TrainStepHessian":
         return self
