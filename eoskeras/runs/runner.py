@@ -301,7 +301,9 @@ def _train(p: Prepared, run_dir: Path, *, resume: bool, progress: ProgressFactor
     measure_flatness = flatness is not None and not interrupted and not stop.diverged
     result.update(
         status="interrupted" if interrupted else layout.OUTCOME_STATUS[stop.outcome or "max_steps"],
-        stop_reason="interrupted by the user (resume with --resume)" if interrupted else stop.reason,
+        # A run resumed at max_steps does not train, so no condition fired.
+        stop_reason="interrupted by the user (resume with --resume)" if interrupted else (
+            stop.reason or result.get("stop_reason") or f"reached max_steps={steps}"),
         stop_step=int(optimizer.iterations.numpy()),
         wall_seconds=result.get("wall_seconds", 0.0) + time.perf_counter() - began,
         threshold=stability_threshold(optimizer),
