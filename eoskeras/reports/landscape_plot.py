@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from eoskeras.reports.plots import save_figure  # noqa: E402
+
 
 def plot_landscapes(slices: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """``slices``: records ``{"label", "line": LandscapeSlice.record(), "plane": ...}``, one row each."""
@@ -36,9 +38,4 @@ def plot_landscapes(slices: list[dict[str, Any]], path: str | Path, title: str =
         ax.set(xlabel="α along d₁", ylabel="β along d₂", title=f"{entry['label']}: loss contour")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -42,10 +42,12 @@ def _figure(nrows: int, ncols: int, title: str, size: tuple[float, float]) -> tu
     return fig, axes.ravel()
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) and close it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -110,7 +112,7 @@ def _loss_accuracy(run: RunData, path: Path) -> Path:
         _mark_divergence(ax, run)
         ax.grid(alpha=0.3)
         _legend(ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _threshold_line(ax: Axes, run: RunData) -> None:
@@ -160,7 +162,7 @@ def _sharpness(run: RunData, path: Path) -> Path:
         _mark_divergence(ax, run)
         ax.grid(alpha=0.3)
         _legend(ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _eigenvalues(run: RunData, path: Path) -> Path:
@@ -177,7 +179,7 @@ def _eigenvalues(run: RunData, path: Path) -> Path:
            title=f"Top-{k} eigenvalues of {'P⁻¹H' if run.preconditioned else 'the Hessian'}")
     ax.grid(alpha=0.3)
     _legend(ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _similarity(run: RunData, path: Path) -> Path:
@@ -191,7 +193,7 @@ def _similarity(run: RunData, path: Path) -> Path:
     _mark_divergence(ax, run)
     ax.grid(alpha=0.3)
     _legend(ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _density(run: RunData, path: Path) -> Path:
@@ -208,7 +210,7 @@ def _density(run: RunData, path: Path) -> Path:
     ax.set(xlabel="eigenvalue", ylabel="density (log scale)", title="Hessian spectral density at the end")
     ax.grid(alpha=0.3)
     _legend(ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -309,5 +311,5 @@ def plot_sweep(sweep_dir: str | Path) -> list[Path]:
             ax.set_ylim(-0.02, 1.05)
         ax.set_title(title)
         _legend(ax)
-        written.append(_save(fig, sweep.path / layout.PLOTS / filename))
+        written.append(save_figure(fig, sweep.path / layout.PLOTS / filename))
     return written

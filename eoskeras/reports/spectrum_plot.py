@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from eoskeras.reports.plots import save_figure  # noqa: E402
+
 NAMES = {"hessian": "Hessian", "ggn": "Gauss-Newton", "fisher": "empirical Fisher"}
 
 
@@ -30,9 +32,4 @@ def plot_spectrum(result: dict[str, Any], path: str | Path) -> Path:
         ax = axes[0, 1]
         ax.barh([row["layer"] for row in layers][::-1], [row["lambda_max"] for row in layers][::-1], color="C1")
         ax.set(xlabel="λ_max of the layer's block", title=f"{name} restricted to each layer")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
