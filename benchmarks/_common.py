@@ -36,7 +36,10 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
 
     table = Table(title=title)
     for column in header:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    # Benchmark figures go into notes and logs: never cut a number to fit a narrow pipe.
+    console = Console()
+    console.width = max(console.width, console.measure(table).maximum)
+    console.print(table)
