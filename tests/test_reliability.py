@@ -140,7 +140,7 @@ def test_two_resumes_at_once_the_second_is_refused_and_a_killed_holder_leaves_no
         first.communicate(timeout=60)
     resumed = eoskeras_process(*TRAIN, "--out", str(out), "--resume", "--quiet")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-    assert status(out) == "completed"
+    assert status(out) == "max_steps"
     assert_appended_whole(out, finished=True)
     assert trajectory(out) == trajectory(reference)  # no step logged twice
 
@@ -162,7 +162,7 @@ def test_ctrl_c_during_a_sweep_keeps_finished_points_and_resume_continues(tmp_pa
     try:
         deadline = time.monotonic() + 300
         # The first point has finished and the second is training.
-        while not (sweep_points(sweep)[:1] and sweep_points(sweep)[0]["status"] == "completed"
+        while not (sweep_points(sweep)[:1] and sweep_points(sweep)[0]["status"] == "max_steps"
                    and list(sweep.glob("lr_01_*/" + layout.METRICS_JSONL))):
             assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
             time.sleep(0.2)
@@ -173,7 +173,7 @@ def test_ctrl_c_during_a_sweep_keeps_finished_points_and_resume_continues(tmp_pa
     assert process.returncode == 130, output
     assert "Traceback" not in output and "--resume" in output
     points = sweep_points(sweep)
-    assert [p["status"] for p in points] == ["completed", "interrupted"]
+    assert [p["status"] for p in points] == ["max_steps", "interrupted"]
     (first,) = sweep.glob("lr_00_*")
     kept = {p.name: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
     assert_clean_failure(invoke(*SWEEP, "--out", str(sweep), "--lr-relative", "1.5,1.7", "--resume"), 2,
@@ -181,7 +181,7 @@ def test_ctrl_c_during_a_sweep_keeps_finished_points_and_resume_continues(tmp_pa
     resumed = eoskeras_process(*SWEEP, "--out", str(sweep), "--resume", "--quiet")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
     points = sweep_points(sweep)
-    assert [p["status"] for p in points] == ["completed", "completed"] and [p["steps"] for p in points] == [30, 30]
+    assert [p["status"] for p in points] == ["max_steps", "max_steps"] and [p["steps"] for p in points] == [30, 30]
     assert {p.name: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == kept  # not run again
     (second,) = sweep.glob("lr_01_*")
     assert [r["step"] for r in read_jsonl(second / layout.METRICS_JSONL)] == list(range(1, 31))
@@ -221,7 +221,7 @@ def test_a_file_size_limit_mid_run_ends_cleanly_and_the_run_resumes(reference: P
         np.load(vectors)
     resumed = eoskeras_process(*args, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-    assert status(out) == "completed"
+    assert status(out) == "max_steps"
     assert_appended_whole(out, finished=True)
     if not extra:
         assert trajectory(out) == trajectory(reference)
