@@ -136,7 +136,7 @@ class _Points:
                 process.send_signal(signal.SIGINT)
 
     def run(self, recipe_arg: str, overrides: tuple[str, ...], run_dir: Path, resume: bool) -> dict[str, Any]:
-        if resume and _status(run_dir) in ("completed", "diverged"):
+        if resume and _status(run_dir) in layout.FINISHED:
             return {"returncode": 0, "stderr": ""}  # finished before: kept as it is
         continuing = ["--resume"] if resume and (run_dir / layout.CHECKPOINTS / "state.json").is_file() else (
             ["--overwrite"] if resume and run_dir.exists() else [])  # a point killed before its first checkpoint

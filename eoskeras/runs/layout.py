@@ -55,6 +55,8 @@ SWEEP_CSV = "sweep.csv"
 STATUSES = ("running", "goal_reached", "max_steps", "stalled", "diverged", "interrupted")
 # StopConditions.outcome -> result status.
 OUTCOME_STATUS = {"goal": "goal_reached", "max_steps": "max_steps", "stalled": "stalled", "diverged": "diverged"}
+# Statuses of a run that has ended and needs no resuming.
+FINISHED = tuple(OUTCOME_STATUS.values())
 
 
 def eigenvector_file(step: int) -> str:
