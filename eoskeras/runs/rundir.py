@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -125,6 +127,14 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _scratch_path(path: Path) -> Path:
+    """One scratch directory per run directory and worker task, so that a
+    worker restarted after a kill clears the one it could not remove."""
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    key = f"{Path(path).resolve()}|{task.get('type')}|{task.get('index')}"
+    return Path(tempfile.gettempdir()) / f"eoskeras-worker-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
 @contextlib.contextmanager
 def worker_scratch(path: Path, *, resume: bool) -> Iterator[Path]:
     """A private directory, removed afterwards, for a non-chief worker of a
@@ -132,7 +142,9 @@ def worker_scratch(path: Path, *, resume: bool) -> Iterator[Path]:
     only the chief's are kept). Resuming starts from a copy of the chief's
     last checkpoint, so ``path`` must be visible to every worker (a shared
     file system) to resume; a fresh run needs only the chief's."""
-    scratch = Path(tempfile.mkdtemp(prefix="eoskeras-worker-"))
+    scratch = _scratch_path(path)
+    shutil.rmtree(scratch, ignore_errors=True)  # what this worker left when it was killed
+    scratch.mkdir(parents=True)
     try:
         if resume:
             check(path, resume=True)
