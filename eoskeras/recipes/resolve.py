@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from eoskeras.data.catalog import DATASETS
-from eoskeras.recipes.schema import OPTIMIZER_HYPERPARAMETERS, Recipe
+from eoskeras.recipes.schema import OPTIMIZER_HYPERPARAMETERS, Recipe, TrainingSpec
 
 T = TypeVar("T")
 
@@ -23,6 +23,12 @@ AUTO_LABELS = {"mse": "onehot", "cross_entropy": "integer"}
 
 def _or(value: T | None, fallback: T) -> T:
     return fallback if value is None else value
+
+
+def train_chunk_size(training: TrainingSpec) -> int:
+    """Examples per chunk of the train step (BatchNorm's ghost batches):
+    ``physical_batch_size``, or ``batch_size`` when that is smaller."""
+    return min(training.physical_batch_size, training.batch_size or training.physical_batch_size)
 
 
 def resolve(recipe: Recipe) -> Recipe:
@@ -50,9 +56,7 @@ def resolve(recipe: Recipe) -> Recipe:
         recipe.curvature,
         hessian_size=_or(recipe.curvature.hessian_size, data.train_size),
         # The train step's chunks: with BatchNorm they define the loss itself.
-        micro_batch_size=_or(recipe.curvature.micro_batch_size,
-                             min(recipe.training.physical_batch_size,
-                                 recipe.training.batch_size or recipe.training.physical_batch_size)),
+        micro_batch_size=_or(recipe.curvature.micro_batch_size, train_chunk_size(recipe.training)),
     )
     output = replace(recipe.output, dir=_or(recipe.output.dir, f"runs/{recipe.name}"))
     return replace(recipe, data=data, optimizer=optimizer, training=training,

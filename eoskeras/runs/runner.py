@@ -31,6 +31,7 @@ from eoskeras.data import DataSpec, load_data
 from eoskeras.models import build_model
 from eoskeras.models.inspection import has_batch_norm
 from eoskeras.recipes import Recipe, RecipeError, dump_recipe
+from eoskeras.recipes.resolve import train_chunk_size
 from eoskeras.runs import layout, rundir
 from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
@@ -108,7 +109,7 @@ def prepare(recipe: Recipe) -> Prepared:
     c = recipe.curvature
     batch_norm = has_batch_norm(network)
     if batch_norm:
-        _check_ghost_batches(recipe)
+        _check_hessian_chunks(recipe)
     hessian = (data.x_train[:c.hessian_size], data.y_train[:c.hessian_size])
 
     def oracle_over(x, y, bn_mode: str = "batch") -> HessianOracle:
@@ -121,16 +122,10 @@ def prepare(recipe: Recipe) -> Prepared:
     return Prepared(recipe, data, network, model, hessian, strategy, oracle, trained, inference)
 
 
-def trained_chunk_size(recipe: Recipe) -> int:
-    """Examples per chunk of the train step: BatchNorm's ghost batches."""
-    t = recipe.training
-    return min(t.physical_batch_size, t.batch_size or t.physical_batch_size)
-
-
-def _check_ghost_batches(recipe: Recipe) -> None:
+def _check_hessian_chunks(recipe: Recipe) -> None:
     """With BatchNorm, grouping examples differently changes the loss itself:
     the Hessian must group them as the train step does."""
-    c, chunk = recipe.curvature, trained_chunk_size(recipe)
+    c, chunk = recipe.curvature, train_chunk_size(recipe.training)
     if c.micro_batch_size != chunk:
         raise RecipeError("curvature.micro_batch_size", c.micro_batch_size,
                           f"null or {chunk} (the train step's chunks) for a network with BatchNorm",
