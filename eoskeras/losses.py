@@ -1,4 +1,4 @@
-"""Per-example loss functions shared by the curvature engine and training.
+"""Per-example loss functions (and the accuracy) shared by the curvature engine and training.
 
 Losses are returned *per example* so that callers can weight micro-batches by
 their example count and so that the computation stays in the caller's dtype
@@ -65,3 +65,13 @@ def get_loss(loss: str | keras.losses.Loss | PerExampleLoss) -> PerExampleLoss:
     if callable(loss):
         return loss
     raise ValueError(f"loss: got {loss!r}; allowed: one of {LOSS_NAMES}, a Keras loss, or a callable")
+
+
+def accuracy_per_example(y_true, outputs):
+    """1.0 where argmax(outputs) equals the label (integer or one-hot)."""
+    predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+    if y_true.shape.rank == outputs.shape.rank:
+        labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
+    else:
+        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+    return tf.cast(tf.equal(predicted, labels), tf.float32)

@@ -29,17 +29,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from eoskeras.losses import get_loss
-
-
-def accuracy_per_example(y_true, outputs):
-    """1.0 where argmax(outputs) equals the label (integer or one-hot)."""
-    predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
-    if y_true.shape.rank == outputs.shape.rank:
-        labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
-    else:
-        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-    return tf.cast(tf.equal(predicted, labels), tf.float32)
+from eoskeras.losses import accuracy_per_example, get_loss
+from eoskeras.micro_batches import sum_over_micro_batches
 
 
 class GhostBatchError(ValueError):
@@ -134,22 +125,13 @@ class FullBatchModel(keras.Model):
                 replicas = replica.num_replicas_in_sync
                 check_ghost_batches(self.network, x.shape[0] * replicas, replicas, size)
 
-        # An explicit while loop: Keras does not run AutoGraph on train_step.
-        def body(i, loss_sum, acc_sum, grad_sums):
-            xc, yc = x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]
-            weight = tf.cast(tf.shape(xc)[0], tf.float32) / total
+        def chunk(xc, yc):
             with tf.GradientTape() as tape:
                 loss, acc = self._chunk_loss(xc, yc, training)
-            if gradients:
-                grads = tape.gradient(loss, variables)
-                grad_sums = [s + tf.cast(weight, s.dtype) * tf.convert_to_tensor(g) for s, g in zip(grad_sums, grads)]
-            return i + 1, loss_sum + weight * loss, acc_sum + weight * acc, grad_sums
+            return loss, acc, [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)] if gradients else []
 
-        grad_sums = [tf.zeros(v.shape, v.dtype) for v in variables] if gradients else []
-        num_chunks = (n + size - 1) // size
-        _, loss_sum, acc_sum, grad_sums = tf.while_loop(
-            lambda i, *_: i < num_chunks, body, (tf.constant(0), tf.constant(0.0), tf.constant(0.0), grad_sums)
-        )
+        zeros = (tf.constant(0.0), tf.constant(0.0), [tf.zeros(v.shape, v.dtype) for v in variables] if gradients else [])
+        loss_sum, acc_sum, grad_sums = sum_over_micro_batches(chunk, x, y, size, total, zeros)
         if replica is not None and replica.num_replicas_in_sync > 1:
             loss_sum, acc_sum = replica.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, acc_sum])
         return loss_sum, acc_sum, grad_sums
