@@ -151,13 +151,13 @@ def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density
     try:
         if source is None:
             oracle = _demo(dataset, examples, loss, data_dir, download)
-            what = f"demo network mlp3_nh32 at initialisation on {oracle.num_examples} {dataset} examples"
+            what = f"demo network mlp3_nh32 at initialisation on {oracle.objective.num_examples} {dataset} examples"
         elif Path(source).is_dir():
             oracle = _from_run(Path(source), data_overrides(data_dir, download))
             what = f"final weights of {source}"
         elif Path(source).is_file():
             oracle = with_data(load_saved_model(source), dataset, examples, loss, data_dir, download)
-            what = f"saved model {source} on {oracle.num_examples} {dataset} examples"
+            what = f"saved model {source} on {oracle.objective.num_examples} {dataset} examples"
         else:
             fail(f"{source}: no such run directory or saved model", 2)
     except DataUnavailableError as err:

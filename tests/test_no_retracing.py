@@ -31,9 +31,9 @@ def test_training_steps_and_hvps_do_not_retrace():
     tracker = eoskeras.EigenTracker(k=3, tol=1e-4)
 
     def counts():
-        return (oracle._hvp_chunk.experimental_get_tracing_count(),
-                oracle._hvp_block_chunk.experimental_get_tracing_count(),
-                oracle._grad_chunk.experimental_get_tracing_count())
+        return (oracle._hvp.traced.experimental_get_tracing_count(),
+                oracle._hvp_block.traced.experimental_get_tracing_count(),
+                oracle.objective._loss_and_gradient.traced.experimental_get_tracing_count())
 
     oracle.hvp(rng.standard_normal(oracle.dim))
     oracle.hvp_block(rng.standard_normal((oracle.dim, 3)))

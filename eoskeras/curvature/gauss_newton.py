@@ -32,13 +32,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from eoskeras.curvature.objective import CurvatureObjective, dense
 from eoskeras.curvature.oracle import HessianOracle
 
 KINDS = ("ggn", "fisher")
-
-
-def _zeros_for_none(values, like):
-    return [tf.zeros_like(t) if v is None else tf.convert_to_tensor(v) for v, t in zip(values, like)]
 
 
 class GaussNewtonOperator:
@@ -48,31 +45,33 @@ class GaussNewtonOperator:
     Vectors are flat float64 in the order of ``model.trainable_variables``.
     """
 
-    def __init__(self, oracle: HessianOracle, kind: str = "ggn") -> None:
+    def __init__(self, oracle: HessianOracle | CurvatureObjective, kind: str = "ggn") -> None:
         if kind not in KINDS:
             raise ValueError(f"kind: got {kind!r}; allowed: {', '.join(KINDS)}")
-        self.oracle, self.kind, self.dim = oracle, kind, oracle.dim
-        self.num_hvps = 0
-        self._chunk = tf.function(self.ggn_chunk if kind == "ggn" else self.fisher_chunk)
+        self.objective = getattr(oracle, "objective", oracle)
+        self.kind, self.dim, self.num_hvps = kind, self.objective.dim, 0
+        self._product = self.objective.reduction(self.ggn_chunk if kind == "ggn" else self.fisher_chunk,
+                                                 lambda _: tf.zeros([self.dim], self.objective.dtype), "vector")
 
     def describe(self) -> dict[str, Any]:
-        return {**self.oracle.describe(), "operator": self.kind}
+        return {**self.objective.describe(), "operator": self.kind}
 
     def matvec(self, v: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         """G v (or F v), float64."""
+        out = self._product(v, at)
         self.num_hvps += 1
-        return self.oracle.sum_over_micro_batches(self._chunk, v, at)
+        return out
 
     # ------------------------------------------------------ one micro-batch
-    def ggn_chunk(self, trainable, non_trainable, v_parts, x, y, weight):
-        oracle = self.oracle
+    def ggn_chunk(self, trainable, non_trainable, v_parts, x, y):
+        objective = self.objective
         with tf.GradientTape() as vjp_tape:
             vjp_tape.watch(trainable)
             with tf.autodiff.ForwardAccumulator(trainable, v_parts) as acc:
                 with tf.GradientTape() as reg_tape:
                     reg_tape.watch(trainable)
-                    outputs, _, regularisation = oracle.forward(trainable, non_trainable, x, y)
-                reg_grad = _zeros_for_none(reg_tape.gradient(regularisation, trainable), trainable)
+                    outputs, _, regularisation = objective.forward(trainable, non_trainable, x, y)
+                reg_grad = dense(reg_tape.gradient(regularisation, trainable), trainable)
         zero = tf.UnconnectedGradients.ZERO
         jv = tf.stop_gradient(acc.jvp(outputs, unconnected_gradients=zero))
         reg_hv = acc.jvp(reg_grad, unconnected_gradients=zero)
@@ -82,20 +81,20 @@ class GaussNewtonOperator:
             outer.watch(z)
             with tf.GradientTape() as inner:
                 inner.watch(z)
-                mean = tf.reduce_mean(oracle.per_example_loss(y, z))
+                mean = tf.reduce_mean(objective.per_example_loss(y, z))
             along = tf.reduce_sum(inner.gradient(mean, z) * jv)
         u = outer.gradient(along, z)
-        jtu = _zeros_for_none(vjp_tape.gradient(outputs, trainable, output_gradients=u), trainable)
-        return weight * oracle.flatten_parts([a + b for a, b in zip(jtu, reg_hv)])
+        jtu = dense(vjp_tape.gradient(outputs, trainable, output_gradients=u), trainable)
+        return objective.flatten([a + b for a, b in zip(jtu, reg_hv)])
 
-    def fisher_chunk(self, trainable, non_trainable, v_parts, x, y, weight):
-        oracle = self.oracle
+    def fisher_chunk(self, trainable, non_trainable, v_parts, x, y):
+        objective = self.objective
         with tf.GradientTape() as vjp_tape:
             vjp_tape.watch(trainable)
             with tf.autodiff.ForwardAccumulator(trainable, v_parts) as acc:
-                _, losses, _ = oracle.forward(trainable, non_trainable, x, y)
+                _, losses, _ = objective.forward(trainable, non_trainable, x, y)
         # g_i · v for every example, then Σ_i g_i (g_i · v) / B.
         gv = tf.stop_gradient(acc.jvp(losses, unconnected_gradients=tf.UnconnectedGradients.ZERO))
         count = tf.cast(tf.shape(losses)[0], losses.dtype)
-        fv = _zeros_for_none(vjp_tape.gradient(losses, trainable, output_gradients=gv / count), trainable)
-        return weight * oracle.flatten_parts(fv)
+        fv = dense(vjp_tape.gradient(losses, trainable, output_gradients=gv / count), trainable)
+        return objective.flatten(fv)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from eoskeras.curvature.lanczos import lanczos
 from eoskeras.curvature.oracle import HessianOracle
@@ -75,34 +74,9 @@ def eigen_directions(oracle: HessianOracle, count: int = 2, *, tol: float = 1e-6
     return [spectrum.eigenvectors[:, i] for i in range(count)], spectrum.eigenvalues
 
 
-def _accuracy(y, outputs):
-    labels = tf.argmax(y, axis=-1) if y.shape.rank == outputs.shape.rank else tf.reshape(y, [-1])
-    hits = tf.equal(tf.cast(labels, tf.int64), tf.argmax(outputs, axis=-1))
-    return tf.reduce_mean(tf.cast(hits, outputs.dtype))
-
-
-class _Evaluator:
-    """Mean loss and accuracy over the oracle's data at explicit weights."""
-
-    def __init__(self, oracle: HessianOracle) -> None:
-        self.oracle = oracle
-
-        @tf.function
-        def chunk(trainable, non_trainable, v_parts, x, y, weight):
-            outputs, losses, regularisation = oracle.forward(trainable, non_trainable, x, y)
-            return weight * tf.stack([tf.reduce_mean(losses) + regularisation, _accuracy(y, outputs)])
-
-        self._chunk = chunk
-        self._zeros = np.zeros(oracle.dim)
-
-    def __call__(self, at: np.ndarray) -> tuple[float, float]:
-        loss, accuracy = self.oracle.sum_over_micro_batches(self._chunk, self._zeros, at)
-        return float(loss), float(accuracy)
-
-
 def loss_and_accuracy(oracle: HessianOracle, at: np.ndarray | None = None) -> tuple[float, float]:
     """The oracle's mean loss and the accuracy (argmax of the outputs) at ``at``."""
-    return _Evaluator(oracle)(oracle.weights() if at is None else at)
+    return oracle.objective.loss_and_accuracy(at)
 
 
 @dataclass(frozen=True)
@@ -143,7 +117,7 @@ def landscape_slice(oracle: HessianOracle, directions: Sequence[np.ndarray], *, 
         raise ValueError(f"span: got {span}; allowed: a number > 0")
     center = oracle.weights()
     grid = np.linspace(-span, span, points)
-    evaluate = _Evaluator(oracle)
+    evaluate = oracle.objective.loss_and_accuracy
     if len(directions) == 1:
         values = np.array([evaluate(center + a * directions[0]) for a in grid])
         return LandscapeSlice(grid, None, values[:, 0], values[:, 1], label, eigenvalues)

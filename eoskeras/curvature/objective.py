@@ -1,0 +1,280 @@
+"""The curvature objective: a model's mean loss over a fixed data set, as a
+pure function of its trainable weights, reduced over micro-batches and replicas.
+
+Every curvature operator (Hessian, Gauss-Newton, Fisher, a landscape slice)
+is a product built on one objective: the objective owns the twin, the data in
+micro-batches, the reduction over ``tf.distribute`` replicas and the
+conversion between flat float64 vectors and per-variable tensors; operators
+own only what they compute on one micro-batch.
+
+Example:
+
+```python
+objective = CurvatureObjective(model, "cross_entropy", x[:5000], y[:5000], micro_batch_size=1000)
+loss, gradient = objective.loss_and_gradient()   # float, flat float64 vector
+objective.describe()                             # the mode every number is computed in
+```
+
+Vectors are flat float64 numpy arrays in the order of
+``model.trainable_variables`` (each variable flattened, C order). Nothing here
+mutates the model: the loss is evaluated by the curvature twin's
+``stateless_call`` on the model's current weight values (or on weights given
+explicitly with ``at=``), so BatchNorm moving statistics, optimizer state and
+random-number state are never touched.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from eoskeras.curvature.choices import BN_MODES, DTYPES, check_choice
+from eoskeras.curvature.twin import build_twin
+from eoskeras.losses import PerExampleLoss, accuracy_per_example, get_loss
+from eoskeras.micro_batches import sum_over_micro_batches
+
+# What a micro-batch function takes besides the data: nothing, one vector, or a block of vectors.
+VECTOR_KINDS = (None, "vector", "block")
+
+
+def dense(grads, like):
+    """Gradients with ``None`` (unconnected) as zeros and sparse ones densified."""
+    return [tf.zeros_like(t) if g is None else tf.convert_to_tensor(g) for g, t in zip(grads, like)]
+
+
+class CurvatureObjective:
+    """The mean loss of ``model`` on (x, y), its twin, micro-batches and replicas.
+
+    Args:
+        model: a built Keras model: Functional, Sequential or subclassed
+            (a subclassed one is measured in its own dtype; see ``twin.py``).
+        loss: ``"cross_entropy"``, ``"mse"`` (0.5·‖f(x) − onehot(y)‖²), a Keras
+            loss, or a callable returning per-example losses.
+        x, y: the fixed data set (numpy arrays or tensors).
+        micro_batch_size: examples per micro-batch; results are weighted by
+            example count, so they are the full data set's mean.
+        bn_mode: ``"batch"`` (batch statistics per micro-batch: the loss that
+            full-batch GD descends) or ``"inference"`` (moving statistics).
+        dtype: ``"float32"`` or ``"float64"``; the computation runs in it.
+        jit_compile: compile with XLA (off by default: on CPU it is slower and
+            gives wrong HVPs through MaxPool).
+        strategy: a ``tf.distribute`` strategy (default: the current one).
+            Whole micro-batches are dealt to its replicas and the weighted
+            results summed with an all-reduce, so every result equals the
+            single-device one.
+
+    The loss includes the model's own regularisation losses; dropout and
+    noise layers are off (see ``twin.py``).
+    """
+
+    def __init__(self, model: keras.Model, loss: str | keras.losses.Loss | PerExampleLoss, x: Any, y: Any, *,
+                 micro_batch_size: int = 1000, bn_mode: str = "batch", dtype: str = "float32",
+                 jit_compile: bool = False, strategy: tf.distribute.Strategy | None = None) -> None:
+        check_choice("bn_mode", bn_mode, BN_MODES)
+        check_choice("dtype", dtype, DTYPES)
+        n = len(x)
+        if n == 0 or len(y) != n:
+            raise ValueError(f"x and y must hold the same, non-zero number of examples (got {n} and {len(y)})")
+        if micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size: got {micro_batch_size}; allowed: an integer >= 1")
+        self.model = model
+        self.bn_mode, self.dtype, self.jit_compile = bn_mode, dtype, jit_compile
+        self.micro_batch_size, self.num_examples = micro_batch_size, n
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.twin = build_twin(model, dtype)
+        self._loss_fn = get_loss(loss)
+        self._shards = self._deal(x, y)
+        self._total = tf.constant(n, dtype)
+        variables = model.trainable_variables
+        self._shapes = [tuple(v.shape) for v in variables]
+        self._sizes = [int(np.prod(s)) for s in self._shapes]
+        self.dim = int(sum(self._sizes))
+        # Inverse of the twin's order: where each original variable sits in the twin.
+        self._to_original = np.argsort(self.twin.trainable_order).tolist()
+        self._loss_and_gradient = self.reduction(self._chunk_loss_and_gradient, lambda _: (
+            tf.constant(0.0, self.dtype), tf.zeros([self.dim], self.dtype)))
+        self._loss_and_accuracy = self.reduction(self._chunk_loss_and_accuracy, lambda _: tf.zeros([2], self.dtype))
+
+    # ----------------------------------------------------------------- public
+    def describe(self) -> dict[str, Any]:
+        """The mode the objective's numbers are computed in, for records."""
+        return {
+            "bn_mode": self.bn_mode,
+            "dtype": self.dtype,
+            "num_examples": self.num_examples,
+            "micro_batch_size": self.micro_batch_size,
+            "num_params": self.dim,
+            "jit_compile": self.jit_compile,
+            "replicas": self.strategy.num_replicas_in_sync,
+        }
+
+    def weights(self) -> np.ndarray:
+        """The model's current trainable weights as a flat float64 vector."""
+        return np.concatenate([np.ravel(v.numpy()) for v in self.model.trainable_variables]).astype(np.float64)
+
+    def loss_and_gradient(self, at: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Mean loss and its gradient (flat float64)."""
+        loss, grad = self._loss_and_gradient(None, at)
+        return float(loss), grad
+
+    def loss(self, at: np.ndarray | None = None) -> float:
+        """Mean loss over the data set."""
+        return self.loss_and_gradient(at)[0]
+
+    def loss_and_accuracy(self, at: np.ndarray | None = None) -> tuple[float, float]:
+        """Mean loss and accuracy (argmax of the outputs against the labels)."""
+        loss, accuracy = self._loss_and_accuracy(None, at)
+        return float(loss), float(accuracy)
+
+    # ------------------------------------------- what operators build upon
+    def reduction(self, per_chunk: Callable, zeros: Callable, vector: str | None = None) -> Callable:
+        """``per_chunk(trainable, non_trainable, v_parts, x, y)`` summed over the
+        micro-batches, weighted by example count, as ``run(v, at)`` → float64 numpy.
+
+        ``per_chunk`` sees the twin-ordered weights, the vector's per-variable
+        parts (``vector="vector"``), a block's (``"block"``: each part has a
+        leading column axis) or none, and one micro-batch; it returns tensors
+        shaped like ``zeros(v_parts)``. One input signature, with the example
+        and column axes unknown, serves every micro-batch and block width:
+        nothing retraces.
+        """
+        if vector not in VECTOR_KINDS:
+            raise ValueError(f"vector: got {vector!r}; allowed: {VECTOR_KINDS}")
+
+        def over_data(trainable, non_trainable, v_parts, x, y):
+            return sum_over_micro_batches(lambda xc, yc: per_chunk(trainable, non_trainable, v_parts, xc, yc),
+                                          x, y, self.micro_batch_size, self._total, zeros(v_parts))
+
+        parts = {None: [], "vector": self._vector_signature(None), "block": self._vector_signature([None])}[vector]
+        x, y = self._shards[0]
+        signature = [*self._point_signature(), parts,
+                     tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None, *y.shape[1:]], y.dtype)]
+        graph = tf.function(over_data, jit_compile=self.jit_compile, input_signature=signature)
+        replicated = tf.function(self._replicate(over_data)) if len(self._shards) > 1 else None
+
+        def run(v: np.ndarray | None, at: np.ndarray | None = None) -> Any:
+            v_parts = [] if vector is None else self.split(tf.constant(self._flat(v, "v", 2 if vector == "block" else 1)))
+            trainable, non_trainable = self.point(at)
+            if replicated is None:
+                total = graph(trainable, non_trainable, v_parts, *self._shards[0])
+            else:
+                shards = self.strategy.experimental_distribute_values_from_function(
+                    lambda context: self._shards[context.replica_id_in_sync_group])
+                total = replicated((trainable, non_trainable, v_parts), shards)
+            return tf.nest.map_structure(lambda t: t.numpy().astype(np.float64), total)
+
+        run.traced = graph  # for tests that count traces
+        return run
+
+    def forward(self, trainable, non_trainable, x, y):
+        """One micro-batch's outputs, per-example losses and regularisation
+        loss (all in the objective's dtype), as functions of the twin-ordered
+        ``trainable`` values: for tapes and accumulators around the call."""
+        with self.twin.exact():
+            outputs, _, reg_losses = self.twin.model.stateless_call(
+                trainable, non_trainable, x, training=self.bn_mode == "batch", return_losses=True
+            )
+        regularisation = tf.add_n([tf.constant(0.0, self.dtype)] + [tf.cast(r, self.dtype) for r in reg_losses])
+        return outputs, self.per_example_loss(y, outputs), regularisation
+
+    def per_example_loss(self, y, outputs):
+        """The per-example loss of ``outputs`` in the objective's dtype."""
+        return tf.cast(self._loss_fn(y, outputs), self.dtype)
+
+    def mean_loss(self, trainable, non_trainable, x, y):
+        """One micro-batch's mean loss plus the regularisation."""
+        _, losses, regularisation = self.forward(trainable, non_trainable, x, y)
+        return tf.reduce_mean(losses) + regularisation
+
+    def gradient(self, trainable, non_trainable, x, y):
+        """One micro-batch's loss gradient (per-variable, twin order),
+        recorded by any tape or accumulator around the call."""
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            loss = self.mean_loss(trainable, non_trainable, x, y)
+        return dense(tape.gradient(loss, trainable), trainable)
+
+    def split(self, flat):
+        """Flat vector(s) (dim, or columns × dim) -> per-variable parts in the
+        twin's order; a block's parts get a leading column axis."""
+        lead = list(flat.shape[:-1])
+        pieces = tf.split(flat, self._sizes, axis=-1)
+        parts = [tf.reshape(p, lead + list(s)) for p, s in zip(pieces, self._shapes)]
+        return [parts[j] for j in self.twin.trainable_order]
+
+    def flatten(self, parts, block: bool = False):
+        """Twin-ordered per-variable tensors -> one flat vector in the original
+        order (a block's: columns × dim)."""
+        lead = [tf.shape(parts[0])[0], -1] if block else [-1]
+        return tf.concat([tf.reshape(parts[i], lead) for i in self._to_original], axis=-1)
+
+    def point(self, at: np.ndarray | None = None):
+        """Trainable and non-trainable values in the twin's order and dtype."""
+        if at is None:
+            src = [v.value for v in self.model.trainable_variables]
+        else:
+            src = tf.split(tf.constant(self._flat(at, "at", 1)), self._sizes)
+            src = [tf.reshape(p, s) for p, s in zip(src, self._shapes)]
+        non_trainable = self.model.non_trainable_variables
+        return (
+            [tf.cast(src[j], self.dtype) for j in self.twin.trainable_order],
+            [tf.cast(non_trainable[j].value, self.dtype) for j in self.twin.non_trainable_order],
+        )
+
+    # --------------------------------------------------------------- plumbing
+    def _flat(self, v: np.ndarray, name: str, ndim: int) -> np.ndarray:
+        """``v`` as float64 checked to be a flat vector (ndim 1) or a block of
+        columns (ndim 2, returned columns × dim); ``at`` stays float64."""
+        v = np.asarray(v, dtype=np.float64)
+        if ndim == 1 and v.shape != (self.dim,):
+            raise ValueError(f"{name}: expected a flat vector of {self.dim} entries (the trainable weights), "
+                             f"got shape {v.shape}")
+        if ndim == 2 and (v.ndim != 2 or v.shape[0] != self.dim):
+            raise ValueError(f"vectors: expected shape ({self.dim}, m), got {v.shape}")
+        return v if name == "at" else (v.T if ndim == 2 else v).astype(self.dtype)
+
+    def _deal(self, x, y) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """The data, or with several replicas one shard of whole micro-batches
+        each (dealt in turn; a replica may get none)."""
+        def tensor(a):
+            t = tf.convert_to_tensor(a)
+            return tf.cast(t, self.dtype) if t.dtype.is_floating else t
+
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            return [(tensor(x), tensor(y))]
+        size = self.micro_batch_size
+        starts = range(0, len(x), size)
+        return [(tensor(np.concatenate([np.asarray(x[s:s + size]) for s in starts[r::replicas]] or [x[:0]])),
+                 tensor(np.concatenate([np.asarray(y[s:s + size]) for s in starts[r::replicas]] or [y[:0]])))
+                for r in range(replicas)]
+
+    def _replicate(self, over_data: Callable) -> Callable:
+        def run(args, shard):
+            # The plain Python function: per-replica values do not bind to an input signature.
+            per_replica = self.strategy.run(over_data, args=(*args, *shard))
+            return tf.nest.map_structure(
+                lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
+        return run
+
+    def _point_signature(self) -> list[list[tf.TensorSpec]]:
+        trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
+        return [[tf.TensorSpec(trainable[j].shape, self.dtype) for j in self.twin.trainable_order],
+                [tf.TensorSpec(non_trainable[j].shape, self.dtype) for j in self.twin.non_trainable_order]]
+
+    def _vector_signature(self, lead: list[None] | None) -> list[tf.TensorSpec]:
+        """Per-variable parts of one vector, or of a block (``lead=[None]``)."""
+        return [tf.TensorSpec((lead or []) + list(self._shapes[j]), self.dtype) for j in self.twin.trainable_order]
+
+    def _chunk_loss_and_gradient(self, trainable, non_trainable, v_parts, x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            loss = self.mean_loss(trainable, non_trainable, x, y)
+        return loss, self.flatten(dense(tape.gradient(loss, trainable), trainable))
+
+    def _chunk_loss_and_accuracy(self, trainable, non_trainable, v_parts, x, y):
+        outputs, losses, regularisation = self.forward(trainable, non_trainable, x, y)
+        accuracy = tf.reduce_mean(tf.cast(accuracy_per_example(y, outputs), self.dtype))
+        return tf.stack([tf.reduce_mean(losses) + regularisation, accuracy])
