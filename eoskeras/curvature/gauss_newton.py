@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from eoskeras.curvature.choices import GAUSS_NEWTON_KINDS as KINDS
 from eoskeras.curvature.oracle import HessianOracle
-
-KINDS = ("ggn", "fisher")
 
 
 def _zeros_for_none(values, like):

@@ -28,9 +28,7 @@ import tensorflow as tf
 from eoskeras.curvature.twin import build_twin
 from eoskeras.losses import PerExampleLoss, get_loss
 
-BN_MODES = ("batch", "inference")
-HVP_MODES = ("reverse", "forward")
-DTYPES = ("float32", "float64")
+from eoskeras.curvature.choices import BN_MODES, DTYPES, HVP_MODES
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

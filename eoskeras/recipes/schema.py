@@ -22,22 +22,20 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from eoskeras.curvature.choices import DTYPES as HVP_DTYPES, HVP_MODES
 from eoskeras.data.catalog import DATASETS
+from eoskeras.data.spec import DTYPES, LABELS as DATA_LABELS, PREPROCESSING, SUBSETS
 from eoskeras.models.catalog import MODELS
 from eoskeras.recipes.fields import (
     Choice, Flag, Integer, Kind, Nullable, Number, RelativeDir, Text,
 )
 from eoskeras.recipes.options import FrozenOptions, Options
+from eoskeras.runs.choices import STRATEGIES
 
 RUNTIMES = ("cpu-minutes", "cpu-hours", "gpu")
-SUBSETS = ("first", "balanced")
-PREPROCESSING = ("standardize", "standardize_subset", "scale01")
-LABELS = ("auto", "integer", "onehot")
-DTYPES = ("float32", "float64")
+LABELS = ("auto", *DATA_LABELS)  # auto: resolve.py picks by the loss
 LOSSES = ("cross_entropy", "mse")
 CLIP_MODES = ("ub", "lb")
-HVP_MODES = ("reverse", "forward")
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 # The optimiser hyperparameters each optimiser reads, with the value used when
 # the recipe leaves them null; None marks one the recipe must state. A
@@ -220,7 +218,7 @@ class CurvatureSpec:
         Flag(), "also measure lambda_max with BatchNorm in inference mode (moving statistics, the "
                 "paper's convention), recorded apart; the threshold ratio is always that of the "
                 "trained loss (batch statistics of the train step's chunks)", False)
-    dtype: str = setting(Choice(DTYPES), "floating-point type of Hessian-vector products",
+    dtype: str = setting(Choice(HVP_DTYPES), "floating-point type of Hessian-vector products",
                          "float32")
     hvp_mode: str = setting(Choice(HVP_MODES),
                             "reverse-over-reverse or forward-over-reverse products", "reverse")

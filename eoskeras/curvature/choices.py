@@ -1,0 +1,13 @@
+"""Allowed values of the curvature engine's options (no TensorFlow import).
+
+The oracle checks its arguments against these, and recipe validation and the
+command line offer them before TensorFlow is loaded.
+"""
+from __future__ import annotations
+
+BN_MODES: tuple[str, ...] = ("batch", "inference")
+HVP_MODES: tuple[str, ...] = ("reverse", "forward")
+DTYPES: tuple[str, ...] = ("float32", "float64")
+# The curvature matrices besides the Hessian (GaussNewtonOperator's kinds).
+GAUSS_NEWTON_KINDS: tuple[str, ...] = ("ggn", "fisher")
+OPERATORS: tuple[str, ...] = ("hessian", *GAUSS_NEWTON_KINDS)
