@@ -19,6 +19,7 @@ import click
 from eoskeras.curvature.choices import OPERATORS
 from eoskeras.data.catalog import DATASETS
 from eoskeras.runs.choices import STRATEGIES
+from eoskeras.training.catalog import LOSSES
 
 # TensorFlow's start-up chatter is silenced only at level 3.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -184,7 +185,7 @@ def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
               help="Examples for the Hessian (a saved model or the demo).")
 @click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
               help="Data for a saved model or the demo.")
-@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(LOSSES))
 @click.option("--operator", default="hessian", show_default=True, type=click.Choice(OPERATORS),
               help="The Hessian, the generalised Gauss-Newton JᵀH_LJ or the empirical Fisher.")
 @click.option("--layers", metavar="REGEX", help="Also the spectrum restricted to each layer whose path matches.")
@@ -235,7 +236,7 @@ def launch(workers: int, args: tuple[str, ...]) -> None:
               help="Examples for a saved model.")
 @click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
               help="Data for a saved model.")
-@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(LOSSES))
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where to write landscape/ and plots/ (default: the run directory, or MODEL_landscape/).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random directions.")
