@@ -16,7 +16,10 @@ from typing import Any, NoReturn
 
 import click
 
+from eoskeras.curvature.choices import OPERATORS
 from eoskeras.data.catalog import DATASETS
+from eoskeras.runs.choices import STRATEGIES
+from eoskeras.training.catalog import LOSSES
 
 # TensorFlow's start-up chatter is silenced only at level 3.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -107,7 +110,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: the recipe's output.dir).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its directory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi_worker", "tpu"]),
+@click.option("--strategy", type=click.Choice(STRATEGIES),
               help="tf.distribute strategy (overrides the recipe's strategy field).")
 @data_dir_option
 @download_option
@@ -182,8 +185,8 @@ def report(run_dir: str, no_plots: bool, as_json: bool) -> None:
               help="Examples for the Hessian (a saved model or the demo).")
 @click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
               help="Data for a saved model or the demo.")
-@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
-@click.option("--operator", default="hessian", show_default=True, type=click.Choice(["hessian", "ggn", "fisher"]),
+@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(LOSSES))
+@click.option("--operator", default="hessian", show_default=True, type=click.Choice(OPERATORS),
               help="The Hessian, the generalised Gauss-Newton JᵀH_LJ or the empirical Fisher.")
 @click.option("--layers", metavar="REGEX", help="Also the spectrum restricted to each layer whose path matches.")
 @data_dir_option
@@ -233,7 +236,7 @@ def launch(workers: int, args: tuple[str, ...]) -> None:
               help="Examples for a saved model.")
 @click.option("--dataset", default="mnist5k", show_default=True, type=click.Choice(tuple(DATASETS)),
               help="Data for a saved model.")
-@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(["cross_entropy", "mse"]))
+@click.option("--loss", default="cross_entropy", show_default=True, type=click.Choice(LOSSES))
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where to write landscape/ and plots/ (default: the run directory, or MODEL_landscape/).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random directions.")

@@ -29,7 +29,8 @@ def _export(module: str, *names: str) -> None:
         _EXPORTS[name] = module
 
 
-_export("eoskeras.curvature.oracle", "HessianOracle", "BN_MODES", "HVP_MODES")
+_export("eoskeras.curvature.oracle", "HessianOracle")
+_export("eoskeras.curvature.choices", "BN_MODES", "HVP_MODES")
 _export("eoskeras.curvature.lanczos", "lanczos")
 _export("eoskeras.curvature.spectrum", "Spectrum")
 _export("eoskeras.curvature.operators", "DenseOperator", "SymmetricOperator")

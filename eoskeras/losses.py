@@ -20,9 +20,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+from eoskeras.training.catalog import LOSSES as LOSS_NAMES
 
-LOSS_NAMES = ("cross_entropy", "mse")
+PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def cross_entropy(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -1,12 +1,18 @@
-"""The curvature engine's allowed values, free of TensorFlow so that recipes
-and the CLI can check them before it loads."""
+"""Allowed values of the curvature engine's options (no TensorFlow import).
+
+The objective and the operators check their arguments against these, and
+recipe validation and the command line offer them before TensorFlow is loaded.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-BN_MODES = ("batch", "inference")
-HVP_MODES = ("reverse", "forward")
-DTYPES = ("float32", "float64")
+BN_MODES: tuple[str, ...] = ("batch", "inference")
+HVP_MODES: tuple[str, ...] = ("reverse", "forward")
+DTYPES: tuple[str, ...] = ("float32", "float64")
+# The curvature matrices besides the Hessian (GaussNewtonOperator's kinds).
+GAUSS_NEWTON_KINDS: tuple[str, ...] = ("ggn", "fisher")
+OPERATORS: tuple[str, ...] = ("hessian", *GAUSS_NEWTON_KINDS)
 
 
 def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

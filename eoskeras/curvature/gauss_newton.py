@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from eoskeras.curvature.choices import GAUSS_NEWTON_KINDS as KINDS
+from eoskeras.curvature.choices import check_choice
 from eoskeras.curvature.objective import CurvatureObjective, dense
 from eoskeras.curvature.oracle import HessianOracle
-
-KINDS = ("ggn", "fisher")
 
 
 class GaussNewtonOperator:
@@ -46,8 +46,7 @@ class GaussNewtonOperator:
     """
 
     def __init__(self, oracle: HessianOracle | CurvatureObjective, kind: str = "ggn") -> None:
-        if kind not in KINDS:
-            raise ValueError(f"kind: got {kind!r}; allowed: {', '.join(KINDS)}")
+        check_choice("kind", kind, KINDS)
         self.objective = getattr(oracle, "objective", oracle)
         self.kind, self.dim, self.num_hvps = kind, self.objective.dim, 0
         self._product = self.objective.reduction(self.ggn_chunk if kind == "ggn" else self.fisher_chunk,

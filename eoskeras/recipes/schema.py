@@ -22,39 +22,30 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from eoskeras.curvature.choices import DTYPES as HVP_DTYPES, HVP_MODES
 from eoskeras.data.catalog import DATASETS
+from eoskeras.data.spec import DTYPES, LABELS as DATA_LABELS, PREPROCESSING, SUBSETS
 from eoskeras.models.catalog import MODELS
 from eoskeras.recipes.fields import (
     Choice, Flag, Integer, Kind, Nullable, Number, RelativeDir, Text,
 )
 from eoskeras.recipes.options import FrozenOptions, Options
+from eoskeras.runs.choices import STRATEGIES
+from eoskeras.training.catalog import CLIP_MODES, LOSSES, OPTIMIZERS
 
 RUNTIMES = ("cpu-minutes", "cpu-hours", "gpu")
-SUBSETS = ("first", "balanced")
-PREPROCESSING = ("standardize", "standardize_subset", "scale01")
-LABELS = ("auto", "integer", "onehot")
-DTYPES = ("float32", "float64")
-LOSSES = ("cross_entropy", "mse")
-CLIP_MODES = ("ub", "lb")
-HVP_MODES = ("reverse", "forward")
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+LABELS = ("auto", *DATA_LABELS)  # auto: resolve.py picks by the loss
 
-# The optimiser hyperparameters each optimiser reads, with the value used when
-# the recipe leaves them null; None marks one the recipe must state. A
-# hyperparameter an optimiser does not read must stay null (rules.py), so that
-# `name: gd, momentum: 0.9` fails instead of silently running plain GD.
-# Defaults follow optax (the paper's code): epsilon 1e-8, RMSProp decay 0.9.
-_RMSPROP = {"beta_2": 0.9, "epsilon": 1e-8}
-_ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
-_CLIPPED = {"clip_value": None, "clip_mode": None}
-OPTIMIZER_HYPERPARAMETERS: dict[str, dict[str, float | None]] = {
-    "gd": {},
-    "momentum": {"momentum": 0.9},
-    "nesterov": {"momentum": 0.9},
-    "rmsprop": _RMSPROP,
-    "adam": _ADAM,
-    "clipped_rmsprop": _RMSPROP | _CLIPPED,
-    "clipped_adam": _ADAM | _CLIPPED,
+# Recipes name RMSProp's decay beta_2 (optax, the paper's code); Keras calls it rho.
+RECIPE_NAMES = {"rho": "beta_2"}
+
+# The optimiser hyperparameters each optimiser reads, in recipe names, with the
+# value used when the recipe leaves them null; None marks one the recipe must
+# state. A hyperparameter an optimiser does not read must stay null (rules.py),
+# so that `name: gd, momentum: 0.9` fails instead of silently running plain GD.
+OPTIMIZER_HYPERPARAMETERS: dict[str, dict[str, float | str | None]] = {
+    name: {RECIPE_NAMES.get(key, key): default for key, default in info.defaults.items()}
+    for name, info in OPTIMIZERS.items()
 }
 
 _NAME = Text(re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
@@ -104,6 +95,13 @@ def hyperparameter(name: str, kind: Kind, what: str) -> Any:
     return setting(Nullable(kind), doc, None)
 
 
+def optimizer_arguments(optimizer: OptimizerSpec) -> dict[str, float | str]:
+    """The hyperparameters of a resolved optimizer section that its optimiser
+    reads, as ``make_optimizer`` and ``threshold_learning_rate`` take them."""
+    values = {key: getattr(optimizer, RECIPE_NAMES.get(key, key)) for key in OPTIMIZERS[optimizer.name].defaults}
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def is_required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
@@ -151,7 +149,7 @@ class ModelSpec:
 class OptimizerSpec:
     """How each step moves the weights (``optimizer``)."""
 
-    name: str = setting(Choice(tuple(OPTIMIZER_HYPERPARAMETERS)), "optimiser", "gd")
+    name: str = setting(Choice(tuple(OPTIMIZERS)), "optimiser (eoskeras.training.catalog)", "gd")
     lr: float | None = setting(Nullable(_POSITIVE), "absolute learning rate", None)
     lr_relative: float | None = setting(
         Nullable(_POSITIVE),
@@ -220,7 +218,7 @@ class CurvatureSpec:
         Flag(), "also measure lambda_max with BatchNorm in inference mode (moving statistics, the "
                 "paper's convention), recorded apart; the threshold ratio is always that of the "
                 "trained loss (batch statistics of the train step's chunks)", False)
-    dtype: str = setting(Choice(DTYPES), "floating-point type of Hessian-vector products",
+    dtype: str = setting(Choice(HVP_DTYPES), "floating-point type of Hessian-vector products",
                          "float32")
     hvp_mode: str = setting(Choice(HVP_MODES),
                             "reverse-over-reverse or forward-over-reverse products", "reverse")

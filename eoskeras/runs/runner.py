@@ -32,6 +32,7 @@ from eoskeras.models import build_model
 from eoskeras.models.inspection import has_batch_norm
 from eoskeras.recipes import Recipe, RecipeError, dump_recipe
 from eoskeras.recipes.resolve import train_chunk_size
+from eoskeras.recipes.schema import optimizer_arguments
 from eoskeras.runs import layout, rundir
 from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
@@ -83,11 +84,7 @@ def _data(recipe: Recipe):
 def recipe_optimizer(recipe: Recipe, lr: float) -> keras.optimizers.Optimizer:
     """The recipe's optimiser at step size ``lr``, with its warm-up."""
     o = recipe.optimizer
-    hyper = {"momentum": o.momentum, "beta_1": o.beta_1, "epsilon": o.epsilon, "clip_value": o.clip_value,
-             "clip_mode": o.clip_mode}
-    # RMSProp's decay is the recipe's beta_2 (optax's naming), Keras's rho.
-    hyper["rho" if "rmsprop" in o.name else "beta_2"] = o.beta_2
-    return make_optimizer(o.name, lr, warmup_steps=o.warmup_steps, **{k: v for k, v in hyper.items() if v is not None})
+    return make_optimizer(o.name, lr, warmup_steps=o.warmup_steps, **optimizer_arguments(o))
 
 
 def prepare(recipe: Recipe) -> Prepared:
@@ -157,7 +154,7 @@ def resolve_learning_rate(p: Prepared) -> dict[str, Any]:
     spectrum, rule = initial_sharpness(p.trained)
     sharpness = spectrum.lambda_max
     lr = o.lr if o.lr is not None else o.lr_relative * threshold_learning_rate(
-        o.name, sharpness, momentum=o.momentum or 0.0, beta_1=o.beta_1 or 0.0)
+        o.name, sharpness, **optimizer_arguments(o))
     record = {"lr": float(lr), "lr_relative": o.lr_relative, "initial_sharpness": sharpness,
               "initial_sharpness_preconditioned": is_adaptive(probe), "initial_sharpness_hvps": spectrum.num_hvps,
               "initial_sharpness_converged": spectrum.converged, "initial_sharpness_mode": p.trained.describe(),

@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+from eoskeras.runs.choices import STRATEGIES
 
 # What a multi-worker collective raises when a peer stops (its heartbeats end, its socket closes).
 LOST_PEER = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,

@@ -20,8 +20,7 @@ from typing import Any
 import keras
 from keras import ops
 
-OPTIMIZER_NAMES = ("gd", "momentum", "nesterov", "rmsprop", "adam", "clipped_rmsprop", "clipped_adam")
-CLIP_MODES = ("ub", "lb")
+from eoskeras.training.catalog import CLIP_MODES, HYPERPARAMETER_NAMES, OPTIMIZERS, hyperparameters
 
 
 def clip_denominator(root_v, clip_value: float, clip_mode: str):
@@ -110,37 +109,54 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
+# The Keras class of each catalogue optimiser, and the constructor arguments
+# that tell it apart from the others built on the same class.
+_BUILDERS: dict[str, tuple[type[keras.optimizers.Optimizer], dict[str, Any]]] = {
+    "gd": (keras.optimizers.SGD, {"momentum": 0.0, "nesterov": False}),
+    "momentum": (keras.optimizers.SGD, {"nesterov": False}),
+    "nesterov": (keras.optimizers.SGD, {"nesterov": True}),
+    "rmsprop": (keras.optimizers.RMSprop, {}),
+    "adam": (keras.optimizers.Adam, {}),
+    "clipped_rmsprop": (ClippedRMSprop, {}),
+    "clipped_adam": (ClippedAdam, {}),
+}
+
+
 def make_optimizer(
     name: str,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     *,
-    momentum: float = 0.9,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    rho: float = 0.9,
-    clip_value: float = 1.0,
-    clip_mode: str = "ub",
     warmup_steps: int = 0,
+    **given: float | str,
 ) -> keras.optimizers.Optimizer:
-    """Build one of ``OPTIMIZER_NAMES``; a float ``learning_rate`` may get a
-    linear warm-up, a Keras schedule is used as given."""
+    """Build optimiser ``name`` of ``eoskeras.training.catalog.OPTIMIZERS``.
+
+    ``given`` sets its hyperparameters (e.g. ``momentum``, ``rho``,
+    ``epsilon``); the others take the catalogue's defaults, and ones it does
+    not read are ignored. A float ``learning_rate`` may get a linear warm-up,
+    a Keras schedule is used as given.
+    """
+    if unknown := sorted(set(given) - HYPERPARAMETER_NAMES):
+        raise TypeError(f"make_optimizer() got unexpected hyperparameters {unknown}; "
+                        f"known: {', '.join(sorted(HYPERPARAMETER_NAMES))}")
     lr: Any = learning_rate
     if warmup_steps:
         if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError("warmup_steps applies to a constant learning rate, not to a schedule")
         lr = WarmupConstant(learning_rate, warmup_steps)
-    builders = {
-        "gd": lambda: keras.optimizers.SGD(lr),
-        "momentum": lambda: keras.optimizers.SGD(lr, momentum=momentum),
-        "nesterov": lambda: keras.optimizers.SGD(lr, momentum=momentum, nesterov=True),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=rho, epsilon=epsilon),
-        "adam": lambda: keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon),
-        "clipped_rmsprop": lambda: ClippedRMSprop(lr, rho=rho, epsilon=epsilon, clip_value=clip_value,
-                                                  clip_mode=clip_mode),
-        "clipped_adam": lambda: ClippedAdam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-                                            clip_value=clip_value, clip_mode=clip_mode),
-    }
-    if name not in builders:
-        raise ValueError(f"optimizer: got {name!r}; allowed: {', '.join(OPTIMIZER_NAMES)}")
-    return builders[name]()
+    if name not in _BUILDERS:
+        raise ValueError(f"optimizer: got {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    cls, fixed = _BUILDERS[name]
+    hyper = {key: value for key, value in hyperparameters(name, given).items() if value is not None}
+    return cls(lr, **fixed, **hyper)
+
+
+def catalog_name(optimizer: keras.optimizers.Optimizer) -> str | None:
+    """The catalogue optimiser ``optimizer`` is: the entry of the nearest class
+    in its MRO whose distinguishing arguments it has (so a Keras ``SGD`` with
+    momentum is "momentum", a subclass of Adam is "adam"); None for others."""
+    for cls in type(optimizer).__mro__:
+        for name, (built, fixed) in _BUILDERS.items():
+            if built is cls and all(getattr(optimizer, key) == value for key, value in fixed.items()):
+                return name
+    return None

@@ -20,7 +20,8 @@ import keras
 import numpy as np
 
 from eoskeras.curvature.operators import PreconditionedOperator, SymmetricOperator
-from eoskeras.training.optimizers import ClippedAdam, ClippedRMSprop, clip_denominator
+from eoskeras.training.catalog import HYPERPARAMETER_NAMES, OPTIMIZERS, hyperparameters
+from eoskeras.training.optimizers import ClippedAdam, ClippedRMSprop, catalog_name, clip_denominator
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer, step: int | None = None) -> float:
@@ -34,19 +35,14 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer, step: int | Non
     return float(rate.numpy() if hasattr(rate, "numpy") else keras.ops.convert_to_numpy(rate))
 
 
-def _sgd_threshold(momentum: float, nesterov: bool) -> float:
-    return (2 + 2 * momentum) / (1 + 2 * momentum) if nesterov else 2 + 2 * momentum
-
-
 def threshold_numerator(optimizer: keras.optimizers.Optimizer) -> float | None:
     """Threshold × η: the constant c in "stable while sharpness < c/η"."""
-    if isinstance(optimizer, keras.optimizers.SGD):
-        return _sgd_threshold(float(optimizer.momentum), bool(optimizer.nesterov))
-    if isinstance(optimizer, keras.optimizers.RMSprop):
-        return 2 + 2 * float(optimizer.momentum)
-    if isinstance(optimizer, keras.optimizers.Adam):
-        return (2 + 2 * float(optimizer.beta_1)) / (1 - float(optimizer.beta_1))
-    return None
+    name = catalog_name(optimizer)
+    if name is None:
+        return None
+    # The instance's own hyperparameters (Keras's RMSprop may also carry momentum).
+    values = {key: getattr(optimizer, key) for key in HYPERPARAMETER_NAMES if hasattr(optimizer, key)}
+    return OPTIMIZERS[name].threshold(values)
 
 
 def stability_threshold(optimizer: keras.optimizers.Optimizer) -> float | None:
@@ -58,25 +54,18 @@ def stability_threshold(optimizer: keras.optimizers.Optimizer) -> float | None:
 
 def is_adaptive(optimizer: keras.optimizers.Optimizer) -> bool:
     """True when the threshold applies to the preconditioned sharpness."""
-    return isinstance(optimizer, (keras.optimizers.RMSprop, keras.optimizers.Adam))
+    name = catalog_name(optimizer)
+    return name is not None and OPTIMIZERS[name].adaptive
 
 
-def threshold_learning_rate(name: str, sharpness: float, *, momentum: float = 0.9, beta_1: float = 0.9) -> float:
+def threshold_learning_rate(name: str, sharpness: float, **given: float | str) -> float:
     """The step size at which ``sharpness`` sits exactly at the threshold of
-    optimiser ``name`` (one of ``OPTIMIZER_NAMES``); for adaptive optimisers
-    ``sharpness`` is the preconditioned one."""
-    numerators = {
-        "gd": 2.0,
-        "momentum": _sgd_threshold(momentum, False),
-        "nesterov": _sgd_threshold(momentum, True),
-        "rmsprop": 2.0,
-        "clipped_rmsprop": 2.0,
-        "adam": (2 + 2 * beta_1) / (1 - beta_1),
-        "clipped_adam": (2 + 2 * beta_1) / (1 - beta_1),
-    }
+    optimiser ``name`` of ``OPTIMIZERS``, with hyperparameters ``given`` (the
+    catalogue's defaults otherwise); for adaptive optimisers ``sharpness`` is
+    the preconditioned one."""
     if sharpness <= 0:
         raise ValueError(f"the initial sharpness is {sharpness:.4g}; a threshold step size needs a positive one")
-    return numerators[name] / sharpness
+    return OPTIMIZERS[name].threshold(hyperparameters(name, given)) / sharpness
 
 
 def preconditioner(optimizer: keras.optimizers.Optimizer, variables, gradient: np.ndarray | None = None) -> np.ndarray | None:
