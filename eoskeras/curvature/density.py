@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eoskeras.curvature.lanczos import lanczos_iteration, tridiagonal_eigh
-from eoskeras.curvature.operators import CountingOperator, SymmetricOperator, describe_operator
+from eoskeras.curvature.operators import CountingOperator, SymmetricOperator, describe_operator, one_blas_thread
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class SpectralDensity:
         return float(np.mean(np.sum(self.weights * self.nodes**power, axis=1)))
 
 
+@one_blas_thread
 def spectral_density(
     op: SymmetricOperator,
     num_vectors: int = 4,

@@ -18,6 +18,7 @@ from eoskeras.curvature.operators import (
     SymmetricOperator,
     default_max_hvps,
     describe_operator,
+    one_blas_thread,
     orthonormal_rows,
 )
 from eoskeras.curvature.spectrum import Spectrum
@@ -116,6 +117,7 @@ def block_lanczos_iteration(
             return theta, s, basis[:size]
 
 
+@one_blas_thread
 def lanczos(
     op: SymmetricOperator,
     k: int = 5,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eoskeras.curvature.operators import CountingOperator, SymmetricOperator, describe_operator
+from eoskeras.curvature.operators import CountingOperator, SymmetricOperator, describe_operator, one_blas_thread
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ def _mean_and_stderr(samples: np.ndarray) -> tuple[float, float]:
     return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(len(samples)))
 
 
+@one_blas_thread
 def hutchinson_trace(op: SymmetricOperator, num_samples: int = 100, *, seed: int = 0) -> TraceEstimate:
     """Hutchinson's estimator E[zᵀHz] with Rademacher z; ``num_samples`` HVPs."""
     if num_samples < 1:
@@ -53,6 +54,7 @@ def hutchinson_trace(op: SymmetricOperator, num_samples: int = 100, *, seed: int
     return TraceEstimate(value, stderr, counter.count, "hutchinson", describe_operator(op))
 
 
+@one_blas_thread
 def hutchpp_trace(op: SymmetricOperator, num_hvps: int = 99, *, seed: int = 0) -> TraceEstimate:
     """Hutch++ (Meyer et al. 2021): the trace of a rank-m/3 sketch of H,
     exactly, plus Hutchinson on the deflated rest; ``num_hvps`` ≈ 3 m HVPs.

@@ -24,11 +24,13 @@ from eoskeras.curvature.operators import (
     SymmetricOperator,
     default_max_hvps,
     describe_operator,
+    one_blas_thread,
     orthonormal_rows,
 )
 from eoskeras.curvature.spectrum import Spectrum
 
 
+@one_blas_thread
 def track_top_k(
     op: SymmetricOperator,
     k: int,
