@@ -41,5 +41,6 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     # Benchmark figures go into notes and logs: never cut a number to fit a narrow pipe.
     console = Console()
-    console.width = max(console.width, console.measure(table).maximum)
+    if not console.is_terminal:
+        console = Console(width=240)
     console.print(table)

@@ -30,6 +30,7 @@ def _export(module: str, *names: str) -> None:
 
 
 _export("eoskeras.curvature.oracle", "HessianOracle")
+_export("eoskeras.curvature.objective", "CurvatureObjective")
 _export("eoskeras.curvature.choices", "BN_MODES", "HVP_MODES")
 _export("eoskeras.curvature.lanczos", "lanczos")
 _export("eoskeras.curvature.spectrum", "Spectrum")
