@@ -162,3 +162,20 @@ def test_hutchpp_stderr_covers_the_whole_estimate(name, lam):
                   for e in (eoskeras.hutchpp_trace(DenseOperator(h), 99, seed=s) for s in range(200))])
     assert 0.7 < np.mean(z**2) < 1.5, np.mean(z**2)
     assert np.mean(np.abs(z) < 3) >= 0.97
+
+
+def test_eigenvalue_criterion_bounds_the_eigenvalue_error_in_fewer_hvps():
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    lam = np.concatenate([[100.0, 80.0], rng.uniform(-5, 40, 298)])  # top gap 20, as a trained net's
+    op = DenseOperator((q * lam) @ q.T)
+    residual = eoskeras.lanczos(op, k=1, tol=1e-4, seed=0)
+    eigenvalue = eoskeras.lanczos(op, k=1, tol=1e-4, seed=0, criterion="eigenvalue")
+    assert residual.converged and eigenvalue.converged and eigenvalue.criterion == "eigenvalue"
+    assert abs(eigenvalue.lambda_max - 100.0) <= 1e-4 * 100.0
+    assert eigenvalue.num_hvps < residual.num_hvps
+    # The bound r²/gap holds with the measured residual and the true gap.
+    assert abs(eigenvalue.lambda_max - 100.0) <= eigenvalue.residuals[0] ** 2 / 20.0 + 1e-12
+    assert eigenvalue.record()["criterion"] == "eigenvalue"
+    with pytest.raises(ValueError, match="criterion: got 'exact'; allowed: residual, eigenvalue"):
+        eoskeras.lanczos(op, k=1, criterion="exact")

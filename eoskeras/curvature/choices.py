@@ -13,6 +13,8 @@ DTYPES: tuple[str, ...] = ("float32", "float64")
 # The curvature matrices besides the Hessian (GaussNewtonOperator's kinds).
 GAUSS_NEWTON_KINDS: tuple[str, ...] = ("ggn", "fisher")
 OPERATORS: tuple[str, ...] = ("hessian", *GAUSS_NEWTON_KINDS)
+# What an eigensolver's tol bounds: the residual ‖Hv − θv‖, or the eigenvalue's error.
+CRITERIA: tuple[str, ...] = ("residual", "eigenvalue")
 
 
 def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

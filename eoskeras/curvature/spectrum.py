@@ -15,7 +15,9 @@ class Spectrum:
     norm) belongs to ``eigenvalues[i]``. ``residuals[i]`` is
     ‖H v_i − λ_i v_i‖; the solve stopped when every residual was at most
     ``tol`` × ``scale`` (``scale`` = the largest |Ritz value|), or when its
-    budget ran out (``converged`` False).
+    budget ran out (``converged`` False). With ``criterion="eigenvalue"``,
+    ``tol`` bounds the eigenvalue's error instead, estimated as
+    residual² / gap (see ``lanczos``).
     """
 
     eigenvalues: np.ndarray
@@ -30,6 +32,7 @@ class Spectrum:
     smallest_vector: np.ndarray | None = None
     smallest_residual: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    criterion: str = "residual"
 
     @property
     def lambda_max(self) -> float:
@@ -48,6 +51,7 @@ class Spectrum:
             "converged": bool(self.converged),
             "tol": float(self.tol),
             "method": self.method,
+            "criterion": self.criterion,
         }
         if self.smallest is not None:
             out["smallest"] = float(self.smallest)
