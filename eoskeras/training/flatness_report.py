@@ -23,7 +23,8 @@ from eoskeras.curvature.lanczos import lanczos
 from eoskeras.curvature.oracle import HessianOracle
 from eoskeras.curvature.trace import hutchpp_trace
 from eoskeras.training.evaluation import evaluate_network
-from eoskeras.training.monitor import curvature_operator, loss_of, network_of
+from eoskeras.training.measured import curvature_operator
+from eoskeras.training.monitor import loss_of, network_of
 from eoskeras.training.thresholds import stability_threshold
 
 
