@@ -35,7 +35,7 @@ from eoskeras.recipes.resolve import train_chunk_size
 from eoskeras.runs import layout, rundir
 from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
-from eoskeras.runs.files import atomic_write_json, atomic_write_text
+from eoskeras.runs.files import atomic_save_npz, atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
 from eoskeras.runs.strategy import is_chief, make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
@@ -307,6 +307,6 @@ def _train(p: Prepared, run_dir: Path, *, resume: bool, progress: ProgressFactor
     )
     if measure_flatness and flatness.density is not None:
         d = flatness.density
-        np.savez(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
+        atomic_save_npz(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
     atomic_write_json(result_path, result)
     return result
