@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from eoskeras.reports.formatting import as_float
-from eoskeras.reports.rundata import (RecipeInfo, ReportError, Result, describe_recipe, load_recipe, load_result,
-                                      read_json)
+from eoskeras.reports.rundata import (RecipeInfo, ReportError, Result, describe_recipe, load_result, read_json,
+                                      read_recipe_mapping)
 from eoskeras.runs import layout
 from eoskeras.runs.layout import SweepRow
 
@@ -89,7 +89,7 @@ def load_sweep(sweep_dir: str | Path) -> SweepData:
     for row in rows:
         run_dir = str(row.get("run_dir") or "")
         result = load_result(path / run_dir, []) if run_dir else Result()
-        recipe = recipe or (load_recipe(path / run_dir, []) if run_dir else {})
+        recipe = recipe or (read_recipe_mapping(path / run_dir, []) if run_dir else {})
         points.append(SweepPoint(**_numbers(row), run_dir=run_dir, status=str(row.get("status") or "unknown"),
                                  stop_reason=row.get("stop_reason"), threshold=result.threshold))
     points.sort(key=lambda p: p.lr if p.lr is not None else math.inf)

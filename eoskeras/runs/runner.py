@@ -238,7 +238,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
         with rundir.worker_scratch(run_dir, resume=resume) as scratch:
             return _train(p, scratch, resume=resume, progress=None, checkpoint_every=checkpoint_every,
                           deterministic=deterministic)
-    rundir.prepare(run_dir, resume=resume, overwrite=overwrite)
+    rundir.prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     with rundir.locked(run_dir):
         return _train(p, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
                       deterministic=deterministic)

@@ -27,7 +27,7 @@ import numpy as np
 
 from eoskeras.runs import layout
 from eoskeras.runs.files import atomic_write_json, atomic_write_text, read_jsonl
-from eoskeras.runs.rundir import RunDirectoryError, check_inside_working_directory, locked, prepare
+from eoskeras.runs.rundir import RunDirectoryError, check_inside_working_directory, locked, prepare_run_dir
 
 Point = tuple[str, float]  # (recipe field: lr or lr_relative, value)
 
@@ -189,7 +189,7 @@ def run_sweep(recipe_arg: str, name: str, overrides: tuple[str, ...], points: li
             raise RunDirectoryError("--resume and --overwrite exclude each other")
         _check_same_points(sweep_dir, name, dirs)
     else:
-        prepare(sweep_dir, overwrite=overwrite)
+        prepare_run_dir(sweep_dir, overwrite=overwrite)
     with locked(sweep_dir):
         rows = [_pending(p, d, "pending") for p, d in zip(points, dirs)]
         write_sweep(sweep_dir, name, rows)  # a sweep killed at once can still be resumed
