@@ -8,7 +8,7 @@ Example:
 ```python
 from eoskeras.recipes import RecipeError, bundled_recipes, load_recipe
 
-recipe = load_recipe(bundled_recipes()["quickstart"], ["optimizer.lr=0.05"])
+recipe = load_recipe(bundled_recipes()["quickstart"], ["optimizer.lr_relative=2"])
 print(recipe.model.name, recipe.optimizer.lr, recipe.output.dir)
 ```
 """

@@ -7,7 +7,7 @@ Example:
 ```python
 from eoskeras.recipes import load_recipe
 from eoskeras.runs.runner import run_recipe
-result = run_recipe(load_recipe("recipes/quickstart.yaml"), out_dir="runs/quickstart")
+result = run_recipe(load_recipe("recipes/quickstart.yaml", ["training.max_steps=10"]), out_dir="runs/quickstart")
 result["status"], result["flatness"]["lambda_max"]
 ```
 """

@@ -5,7 +5,7 @@ Example:
 
 ```python
 report = FlatnessReport(x_train[:5000], y_train[:5000], x_test, y_test, rho=0.05)
-model.fit(..., callbacks=[report])
+model.fit(x_train, y_train, epochs=5, callbacks=[report])
 report.result["lambda_max"], report.result["trace"], report.result["test_accuracy"]
 ```
 """

@@ -9,7 +9,7 @@ Example:
 
 ```python
 monitor = SharpnessMonitor(x_train[:5000], y_train[:5000], every=10, top_k=5)
-model.fit(x, y, epochs=100, callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")])
+model.fit(x, y, epochs=20, callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")])
 monitor.records[-1]["lambda_max"], monitor.records[-1]["sharpness_ratio"]
 ```
 
