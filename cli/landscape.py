@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from eoskeras.cli.main import console, emit_json, fail
+from eoskeras.cli.console import console, emit_json, fail
 from eoskeras.cli.spectrum import latest_checkpoint, load_saved_model, prepare_run, restore_weights, with_data
 from eoskeras.runs import layout
 

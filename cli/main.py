@@ -1,13 +1,10 @@
 """The ``eoskeras`` command line: thin Click commands over the library.
 
-Exit codes: 0 success (a diverged run is a result, not a failure), 1 a
-runtime failure (data unavailable, damaged checkpoint), 2 bad input (a
-recipe, an override, a run directory that exists), 130 interrupted.
-Recipes are validated before TensorFlow is imported.
+Exit codes: see ``eoskeras.cli.console``. Recipes are validated before
+TensorFlow is imported.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -16,6 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
+from eoskeras.cli.console import INTERRUPTED, console, data_overrides, emit_json, fail
 from eoskeras.curvature.choices import OPERATORS
 from eoskeras.data.catalog import DATASETS
 from eoskeras.runs.choices import STRATEGIES
@@ -23,8 +21,6 @@ from eoskeras.training.catalog import LOSSES
 
 # TensorFlow's start-up chatter is silenced only at level 3.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-INTERRUPTED = 130
 
 EXAMPLES = {
     "train": """
@@ -53,17 +49,6 @@ def _stop_at_once(signum: int, frame: Any) -> NoReturn:
     os._exit(INTERRUPTED)
 
 
-def fail(message: str, code: int) -> NoReturn:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(code)
-
-
-def console(quiet: bool = False):
-    from rich.console import Console
-
-    return Console(quiet=quiet, stderr=False)
-
-
 def load(recipe: str, overrides: tuple[str, ...]):
     """A recipe path or bundled name, validated (exit 2 on any error)."""
     from eoskeras.recipes import RecipeError, bundled_recipes, load_recipe
@@ -73,19 +58,6 @@ def load(recipe: str, overrides: tuple[str, ...]):
         return load_recipe(path, list(overrides))
     except RecipeError as err:
         fail(str(err), 2)
-
-
-def data_overrides(data_dir: str | None, download: bool) -> tuple[str, ...]:
-    """``--data-dir``/``--download`` as recipe overrides."""
-    # A JSON string is a YAML scalar: the path reads back unchanged, whatever its characters.
-    return (f"data.data_dir={json.dumps(data_dir)}",) * bool(data_dir) + ("data.download=true",) * download
-
-
-def emit_json(value: Any) -> None:
-    """Strict JSON on stdout: NaN and infinities, which JSON lacks, become null."""
-    from eoskeras.reports.formatting import json_ready
-
-    click.echo(json.dumps(json_ready(value), indent=2, default=str, allow_nan=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -151,7 +123,8 @@ def sweep(recipe: str, overrides: tuple[str, ...], lrs: str | None, relatives: s
           out: str | None, jobs: int, overwrite: bool, resume: bool, data_dir: str | None, download: bool,
           quiet: bool, as_json: bool) -> None:
     """Learning-rate sweep of RECIPE: one run per point; diverged points are results."""
-    from eoskeras.cli.commands import parse_points, point_overrides, run_sweep
+    from eoskeras.cli.commands import run_sweep
+    from eoskeras.runs.sweep import parse_points, point_overrides
 
     overrides += data_overrides(data_dir, download)
     try:
@@ -198,9 +171,9 @@ def spectrum(source: str | None, top_k: int, trace_hvps: int, density_steps: int
     """Hessian (or GGN, Fisher) eigenvalues, trace and density of a run's final
     weights, of a saved .keras model, or (no SOURCE) of a small demo network.
     For a run, the result is also written to RUN_DIR/spectrum_<operator>.json."""
-    from eoskeras.cli.commands import measure_spectrum
+    from eoskeras.cli.spectrum import spectrum_command
 
-    sys.exit(measure_spectrum(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
+    sys.exit(spectrum_command(source, top_k=top_k, trace_hvps=trace_hvps, density_steps=density_steps,
                               examples=examples, dataset=dataset, loss=loss, as_json=as_json,
                               operator=operator, layers=layers, data_dir=data_dir, download=download))
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from eoskeras.cli.main import console, emit_json, fail
+from eoskeras.cli.console import console, data_overrides, emit_json, fail, require_data
 from eoskeras.runs import layout
 
 
@@ -19,7 +19,7 @@ def prepare_run(run_dir: Path, data: tuple[str, ...] = ()):
         recipe = load_recipe(run_dir / layout.RECIPE, list(data))
     except RecipeError as err:
         fail(f"{run_dir}: {err}", 2)
-    _require_data(recipe.data.dataset, recipe.data.data_dir, recipe.data.download)
+    require_data(recipe.data.dataset, recipe.data.data_dir, recipe.data.download)
     from eoskeras.runs.runner import prepare
 
     return prepare(recipe)
@@ -48,16 +48,6 @@ def _from_run(run_dir: Path, data: tuple[str, ...]):
     prepared = prepare_run(run_dir, data)
     restore_weights(prepared.network, latest_checkpoint(run_dir), run_dir)
     return prepared.oracle  # in the run's own curvature modes
-
-
-def _require_data(dataset: str, data_dir: str | None, download: bool) -> None:
-    """Refuse at once, before TensorFlow is imported, when the data is not on disk."""
-    from eoskeras.data import DataSpec, DataUnavailableError, check_available
-
-    try:
-        check_available(DataSpec(dataset=dataset, data_dir=data_dir, download=download))
-    except DataUnavailableError as err:
-        fail(str(err), 1)
 
 
 def _shapes(network) -> tuple[tuple, tuple]:
@@ -142,10 +132,8 @@ def _measure(oracle, operator: str, layers: str | None, *, top_k: int, trace_hvp
 def spectrum_command(source: str | None, *, top_k: int, trace_hvps: int, density_steps: int, examples: int,
                      dataset: str, loss: str, as_json: bool, operator: str = "hessian",
                      layers: str | None = None, data_dir: str | None = None, download: bool = False) -> int:
-    from eoskeras.cli.main import data_overrides
-
     if source is None or not Path(source).is_dir():  # a run's data is checked with its recipe
-        _require_data(dataset, data_dir, download)
+        require_data(dataset, data_dir, download)
     from eoskeras.data import DataUnavailableError
 
     try:

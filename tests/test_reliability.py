@@ -296,7 +296,7 @@ def test_a_run_killed_before_its_recipe_was_written_can_be_replaced(tmp_path: Pa
     run.mkdir()
     (run / layout.ENVIRONMENT).write_text("{}")
     assert_clean_failure(invoke(*TRAIN, "--out", str(run), "--resume"), 2, "no checkpoint yet", "--overwrite")
-    rundir.prepare(run, overwrite=True)
+    rundir.prepare_run_dir(run, overwrite=True)
     assert run.is_dir() and not any(run.iterdir())
 
 

@@ -16,8 +16,8 @@ Example:
 
 ```python
 oracle = HessianOracle(model, "cross_entropy", x, y)
-d1, d2 = eigen_directions(oracle, 2)
-s = landscape_slice(oracle, [d1, d2], span=0.5, points=21)
+directions, eigenvalues = eigen_directions(oracle, 2)   # the top two eigenvectors and their λ
+s = landscape_slice(oracle, directions, span=0.5, points=21)
 s.loss.shape, s.accuracy.shape     # (21, 21)
 ```
 """

@@ -8,7 +8,7 @@ Example:
 ```python
 from eoskeras.recipes import RecipeError, bundled_recipes, load_recipe
 
-recipe = load_recipe(bundled_recipes()["quickstart"], ["optimizer.lr=0.05"])
+recipe = load_recipe(bundled_recipes()["quickstart"], ["optimizer.lr_relative=2"])
 print(recipe.model.name, recipe.optimizer.lr, recipe.output.dir)
 ```
 """
@@ -20,12 +20,12 @@ from eoskeras.recipes.overrides import apply_overrides
 from eoskeras.recipes.parse import parse_recipe
 from eoskeras.recipes.reference import schema_reference
 from eoskeras.recipes.schema import (
-    CurvatureSpec, DataSpec, FlatnessSpec, ModelSpec, OptimizerSpec, OutputSpec, Recipe,
+    CurvatureSpec, DataSection, FlatnessSpec, ModelSpec, OptimizerSpec, OutputSpec, Recipe,
     StopSpec, TrainingSpec,
 )
 
 __all__ = [
-    "MISSING", "RECIPES_DIR", "CurvatureSpec", "DataSpec", "FlatnessSpec", "FrozenOptions",
+    "MISSING", "RECIPES_DIR", "CurvatureSpec", "DataSection", "FlatnessSpec", "FrozenOptions",
     "ModelSpec", "OptimizerSpec", "OutputSpec", "Recipe", "RecipeError", "StopSpec",
     "TrainingSpec", "apply_overrides", "bundled_recipes", "dump_recipe", "load_recipe",
     "parse_recipe", "read_recipe_file", "schema_reference",

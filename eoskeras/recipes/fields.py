@@ -7,7 +7,10 @@ Example:
 
 ```python
 Number(low=0, low_open=True).check("optimizer.lr", "1e-3")   # -> 0.001
-Integer(low=1).check("training.max_steps", True)             # RecipeError: a bool
+try:
+    Integer(low=1).check("training.max_steps", True)
+except RecipeError as err:
+    print(err)   # training.max_steps: got True (a bool); allowed: a whole number from 1 to 1,000,000,000
 ```
 """
 from __future__ import annotations

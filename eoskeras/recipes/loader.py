@@ -3,7 +3,7 @@
 Example:
 
 ```python
-recipe = load_recipe("recipes/quickstart.yaml", ["optimizer.lr=0.05"])
+recipe = load_recipe("recipes/quickstart.yaml", ["optimizer.lr_relative=2"])
 (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
 ```
 """

@@ -112,7 +112,7 @@ def fields_of(cls: type) -> dict[str, dataclasses.Field]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataSpec:
+class DataSection:
     """What to train and test on (``data``)."""
 
     dataset: str = setting(Choice(tuple(DATASETS)), "data set name (eoskeras.data.catalog)")
@@ -271,7 +271,7 @@ class Recipe:
     description: str = setting(Text(), "what the recipe does", "")
     runtime: str = setting(Choice(RUNTIMES), "expected runtime class", "cpu-minutes")
     seed: int = setting(Integer(low=0, high=2**32 - 1), "seed for initialisation and sampling", 0)
-    data: DataSpec = section(DataSpec, "what to train on", required=True)
+    data: DataSection = section(DataSection, "what to train on", required=True)
     model: ModelSpec = section(ModelSpec, "what to train", required=True)
     loss: str = setting(Choice(LOSSES), "mse = 0.5 * ||f(x) - onehot(y)||^2 averaged over examples",
                         "cross_entropy")

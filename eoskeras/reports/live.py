@@ -9,8 +9,8 @@ Keras does not call ``on_train_end`` when ``fit`` raises, so use the callback
 as a context manager to be sure the live display stops:
 
 ```python
-with RichProgress(total_steps=5000) as progress:
-    model.fit_full_batch(x, y, steps=5000, callbacks=[monitor, progress])
+with RichProgress(total_steps=500) as progress:
+    model.fit_full_batch(x, y, steps=500, callbacks=[monitor, progress])
 ```
 """
 from __future__ import annotations

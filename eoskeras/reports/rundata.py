@@ -157,10 +157,11 @@ class Crossings:
     starts_above: bool  # the first measurement was already at or above the threshold
 
 
-def read_jsonl(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """The JSON objects of ``path``; unparsable lines are skipped with a warning.
+def read_jsonl_or_warn(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """The JSON objects of ``path``; unparsable lines are skipped with a warning
+    (a report shows what it can; ``runs.files.read_jsonl``, for resuming, raises).
 
-    Example: ``rows = read_jsonl(Path("run/metrics.jsonl"), warnings)``.
+    Example: ``rows = read_jsonl_or_warn(Path("run/metrics.jsonl"), warnings)``.
     """
     if not path.is_file():
         return []
@@ -255,8 +256,9 @@ def load_result(run_dir: Path, warnings: list[str]) -> Result:
                   **number)
 
 
-def load_recipe(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
-    """The resolved recipe mapping, or {} when missing or unreadable."""
+def read_recipe_mapping(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
+    """The resolved recipe as plain YAML data, or {} when missing or unreadable
+    (unvalidated: ``recipes.load_recipe`` is the validating reader)."""
     path = run_dir / layout.RECIPE
     if not path.is_file():
         return {}
@@ -328,8 +330,8 @@ def load_run(run_dir: str | Path) -> RunData:
     if not (path / layout.METRICS_JSONL).is_file() and not (path / layout.RESULT).is_file():
         raise ReportError(f"{path}: not a run directory (neither {layout.METRICS_JSONL} nor {layout.RESULT})")
     warnings: list[str] = []
-    metric_rows = latest_per_step(read_jsonl(path / layout.METRICS_JSONL, warnings), layout.METRICS_JSONL, warnings)
-    curvature_rows = latest_per_step(read_jsonl(path / layout.CURVATURE, warnings), layout.CURVATURE, warnings)
+    metric_rows = latest_per_step(read_jsonl_or_warn(path / layout.METRICS_JSONL, warnings), layout.METRICS_JSONL, warnings)
+    curvature_rows = latest_per_step(read_jsonl_or_warn(path / layout.CURVATURE, warnings), layout.CURVATURE, warnings)
     if (message := nonfinite_warning(metric_rows, layout.METRICS_JSONL)) is not None:
         warnings.append(message)
     if not metric_rows:
@@ -340,7 +342,7 @@ def load_run(run_dir: str | Path) -> RunData:
     environment = read_json(path / layout.ENVIRONMENT, warnings) or {}
     return RunData(path=path, metrics=to_columns(metric_rows), curvature=to_columns(curvature_rows),
                    eigenvalues=_eigenvalue_matrix(curvature_rows), result=result,
-                   recipe=load_recipe(path, warnings), environment=environment,
+                   recipe=read_recipe_mapping(path, warnings), environment=environment,
                    density=_load_density(path, warnings), warnings=warnings)
 
 

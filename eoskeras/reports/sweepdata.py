@@ -14,30 +14,19 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from eoskeras.reports.formatting import as_float
-from eoskeras.reports.rundata import (RecipeInfo, ReportError, Result, describe_recipe, load_recipe, load_result,
-                                      read_json)
+from eoskeras.reports.rundata import (RecipeInfo, ReportError, Result, describe_recipe, load_result, read_json,
+                                      read_recipe_mapping)
 from eoskeras.runs import layout
+from eoskeras.runs.layout import SweepRow
 
 
 @dataclass(frozen=True)
-class SweepPoint:
-    """One learning rate of a sweep; ``threshold`` comes from its result.json."""
+class SweepPoint(SweepRow):
+    """One learning rate of a sweep as recorded; ``threshold`` comes from its result.json."""
 
-    lr: float | None
-    lr_relative: float | None
-    eta_lambda0_over_2: float | None
-    run_dir: str
-    status: str
-    stop_reason: str | None
-    steps: int | None
-    final_sharpness: float | None
-    trace: float | None
-    similarity_start_end: float | None
-    train_accuracy: float | None
-    test_accuracy: float | None
     threshold: float | None = None
 
 
@@ -52,7 +41,6 @@ class SweepData:
     warnings: list[str]
 
 
-
 def _csv_value(text: str) -> Any:
     if text == "":
         return None
@@ -60,6 +48,18 @@ def _csv_value(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, float | int | None]:
+    """The numeric fields of a ``SweepRow`` read from ``row`` (a count only when finite)."""
+    numbers: dict[str, float | int | None] = {}
+    for name, kind in get_type_hints(SweepRow).items():
+        value = as_float(row.get(name))
+        if kind == float | None:
+            numbers[name] = value
+        elif kind == int | None:
+            numbers[name] = int(value) if value is not None and math.isfinite(value) else None
+    return numbers
 
 
 def _sweep_rows(path: Path, warnings: list[str]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -89,15 +89,9 @@ def load_sweep(sweep_dir: str | Path) -> SweepData:
     for row in rows:
         run_dir = str(row.get("run_dir") or "")
         result = load_result(path / run_dir, []) if run_dir else Result()
-        recipe = recipe or (load_recipe(path / run_dir, []) if run_dir else {})
-        steps = as_float(row.get("steps"))
-        numeric = {k: as_float(row.get(k)) for k in ("lr", "lr_relative", "eta_lambda0_over_2", "final_sharpness",
-                                                      "trace", "similarity_start_end", "train_accuracy",
-                                                      "test_accuracy")}
-        points.append(SweepPoint(run_dir=run_dir, status=str(row.get("status") or "unknown"),
-                                 stop_reason=row.get("stop_reason"),
-                                 steps=int(steps) if steps is not None and math.isfinite(steps) else None,
-                                 threshold=result.threshold, **numeric))
+        recipe = recipe or (read_recipe_mapping(path / run_dir, []) if run_dir else {})
+        points.append(SweepPoint(**_numbers(row), run_dir=run_dir, status=str(row.get("status") or "unknown"),
+                                 stop_reason=row.get("stop_reason"), threshold=result.threshold))
     points.sort(key=lambda p: p.lr if p.lr is not None else math.inf)
     info = describe_recipe({**recipe, "name": recipe_name or recipe.get("name")})
     return SweepData(path=path, recipe=info.name, points=points, info=info, warnings=warnings)

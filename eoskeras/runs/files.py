@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -63,14 +63,27 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, default=_default, allow_nan=True, indent=2) + "\n")
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Atomic (rename), without fsync: eigenvector files are large and frequent,
-    and a lost one after a power cut costs a plot point, not the run."""
+def _replace_binary(path: Path, write: Callable[[BinaryIO], None], *, sync: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with writing(path, tmp), open(tmp, "wb") as f:
-        np.save(f, array)
+        write(f)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Atomic (rename), without fsync: eigenvector files are large and frequent,
+    and a lost one after a power cut costs a plot point, not the run."""
+    _replace_binary(path, lambda f: np.save(f, array), sync=False)
+
+
+def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomic and synced, like the result.json it belongs to (a file object
+    keeps ``np.savez`` from appending ``.npz`` to the temporary name)."""
+    _replace_binary(path, lambda f: np.savez(f, **arrays), sync=True)
 
 
 def append_line(path: Path, line: str) -> None:

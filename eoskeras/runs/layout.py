@@ -29,10 +29,12 @@ run, or repeat it:
                        (hessian/ggn/fisher): top-k, trace, per-layer spectra
 
 A sweep directory holds one run directory per learning rate
-(``lr_<index>_<eta>``) plus ``sweep.json`` / ``sweep.csv`` (one row per
-point) and its own ``plots/``.
+(``lr_<index>_<eta>``) plus ``sweep.json`` / ``sweep.csv`` (one ``SweepRow``
+per point) and its own ``plots/``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 RECIPE = "recipe.yaml"
 ENVIRONMENT = "environment.json"
@@ -65,3 +67,23 @@ def eigenvector_file(step: int) -> str:
 
 def spectrum_file(operator: str) -> str:
     return f"spectrum_{operator}.json"
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One point of a sweep as ``sweep.json`` and ``sweep.csv`` record it; the
+    fields, in this order, are the CSV's columns. A point not run yet has its
+    learning rate (``lr`` or ``lr_relative``), ``run_dir`` and ``status`` only."""
+
+    lr: float | None = None
+    lr_relative: float | None = None
+    eta_lambda0_over_2: float | None = None
+    final_sharpness: float | None = None
+    trace: float | None = None
+    similarity_start_end: float | None = None
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+    steps: int | None = None
+    status: str = "pending"
+    stop_reason: str | None = None
+    run_dir: str = ""

@@ -35,7 +35,7 @@ def is_run_directory(path: Path) -> bool:
 
 
 def check(path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Raise ``RunDirectoryError`` unless ``prepare`` may use ``path`` as asked; changes nothing."""
+    """Raise ``RunDirectoryError`` unless ``prepare_run_dir`` may use ``path`` as asked; changes nothing."""
     path = Path(path)
     if resume and overwrite:
         raise RunDirectoryError("--resume and --overwrite exclude each other")
@@ -85,7 +85,7 @@ def check_same_recipe(path: Path, recipe) -> None:
             "resume with the same recipe and overrides, or start a new run with --out or --overwrite")
 
 
-def prepare(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+def prepare_run_dir(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Make ``path`` ready for a new run (or check it can be resumed)."""
     path = Path(path)
     check(path, resume=resume, overwrite=overwrite)

@@ -7,7 +7,7 @@ Example:
 ```python
 from eoskeras.recipes import load_recipe
 from eoskeras.runs.runner import run_recipe
-result = run_recipe(load_recipe("recipes/quickstart.yaml"), out_dir="runs/quickstart")
+result = run_recipe(load_recipe("recipes/quickstart.yaml", ["training.max_steps=10"]), out_dir="runs/quickstart")
 result["status"], result["flatness"]["lambda_max"]
 ```
 """
@@ -36,7 +36,7 @@ from eoskeras.recipes.schema import optimizer_arguments
 from eoskeras.runs import layout, rundir
 from eoskeras.runs.checkpoint import Checkpointer, read_record
 from eoskeras.runs.environment import environment_record
-from eoskeras.runs.files import atomic_write_json, atomic_write_text
+from eoskeras.runs.files import atomic_save_npz, atomic_write_json, atomic_write_text
 from eoskeras.runs.recorder import RunRecorder
 from eoskeras.runs.strategy import is_chief, make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
@@ -235,7 +235,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, resume: boo
         with rundir.worker_scratch(run_dir, resume=resume) as scratch:
             return _train(p, scratch, resume=resume, progress=None, checkpoint_every=checkpoint_every,
                           deterministic=deterministic)
-    rundir.prepare(run_dir, resume=resume, overwrite=overwrite)
+    rundir.prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     with rundir.locked(run_dir):
         return _train(p, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
                       deterministic=deterministic)
@@ -304,6 +304,6 @@ def _train(p: Prepared, run_dir: Path, *, resume: bool, progress: ProgressFactor
     )
     if measure_flatness and flatness.density is not None:
         d = flatness.density
-        np.savez(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
+        atomic_save_npz(run_dir / layout.DENSITY, grid=d.grid, density=d.density, nodes=d.nodes, weights=d.weights)
     atomic_write_json(result_path, result)
     return result

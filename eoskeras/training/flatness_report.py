@@ -5,7 +5,7 @@ Example:
 
 ```python
 report = FlatnessReport(x_train[:5000], y_train[:5000], x_test, y_test, rho=0.05)
-model.fit(..., callbacks=[report])
+model.fit(x_train, y_train, epochs=5, callbacks=[report])
 report.result["lambda_max"], report.result["trace"], report.result["test_accuracy"]
 ```
 """
@@ -23,7 +23,8 @@ from eoskeras.curvature.lanczos import lanczos
 from eoskeras.curvature.oracle import HessianOracle
 from eoskeras.curvature.trace import hutchpp_trace
 from eoskeras.training.evaluation import evaluate_network
-from eoskeras.training.monitor import curvature_operator, loss_of, network_of
+from eoskeras.training.measured import curvature_operator
+from eoskeras.training.monitor import loss_of, network_of
 from eoskeras.training.thresholds import stability_threshold
 
 

@@ -6,7 +6,7 @@ Example:
 net = eoskeras.build_model("fc-tanh", (28, 28, 1), 10)
 model = FullBatchModel(net, loss="mse", physical_batch_size=1000)
 model.compile(optimizer=keras.optimizers.SGD(0.05))
-history = model.fit_full_batch(x_train, y_train, steps=500,
+history = model.fit_full_batch(x_train, y_train, steps=50,
                                validation_data=(x_test, y_test), eval_every=10,
                                callbacks=[SharpnessMonitor(x_train, y_train, every=10)])
 ```

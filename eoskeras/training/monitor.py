@@ -9,7 +9,7 @@ Example:
 
 ```python
 monitor = SharpnessMonitor(x_train[:5000], y_train[:5000], every=10, top_k=5)
-model.fit(x, y, epochs=100, callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")])
+model.fit(x, y, epochs=20, callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")])
 monitor.records[-1]["lambda_max"], monitor.records[-1]["sharpness_ratio"]
 ```
 
@@ -38,13 +38,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from eoskeras.curvature.operators import PreconditionedOperator
 from eoskeras.curvature.oracle import HessianOracle
 from eoskeras.curvature.restricted import layer_spectra
 from eoskeras.curvature.similarity import subspace_similarity, vector_cosines
 from eoskeras.curvature.tracker import EigenTracker
 from eoskeras.training.auto_k import count_above, grow_until_below, starting_k
-from eoskeras.training.thresholds import is_adaptive, preconditioner, stability_threshold
+from eoskeras.training.measured import curvature_operator
+from eoskeras.training.thresholds import stability_threshold
 
 
 def network_of(model: keras.Model) -> keras.Model:
@@ -60,15 +60,6 @@ def loss_of(model: keras.Model, loss: Any = None) -> Any:
         if candidate is not None:
             return candidate
     raise ValueError("pass loss=... : the model has neither a FullBatchModel loss nor a compiled one")
-
-
-def curvature_operator(oracle: HessianOracle, optimizer) -> tuple[Any, bool]:
-    """The operator whose top eigenvalue the optimiser's threshold applies to."""
-    if optimizer is None or not is_adaptive(optimizer):
-        return oracle, False
-    variables = oracle.model.trainable_variables
-    gradient = oracle.loss_and_gradient()[1] if int(optimizer.iterations.numpy()) == 0 else None
-    return PreconditionedOperator(oracle, preconditioner(optimizer, variables, gradient)), True
 
 
 class SharpnessMonitor(keras.callbacks.Callback):
