@@ -105,8 +105,10 @@ class FlatnessReport(keras.callbacks.Callback):
         }
         if self.gauss_newton:
             ggn = lanczos(GaussNewtonOperator(oracle), k=1, tol=self.tol, seed=self.seed)
+            hessian = self.spectrum.lambda_max
+            # A Hessian whose top eigenvalue is 0 (e.g. a dead network) has no ratio to report.
             result.update(ggn_lambda_max=ggn.lambda_max, ggn_hvps=ggn.num_hvps,
-                          ggn_hessian_ratio=ggn.lambda_max / self.spectrum.lambda_max)
+                          ggn_hessian_ratio=ggn.lambda_max / hessian if hessian else None)
         if self.density_steps:
             self.density = spectral_density(oracle, self.density_vectors, self.density_steps, seed=self.seed)
         train_loss, train_acc = evaluate_network(network, loss, self.x, self.y)
