@@ -145,12 +145,24 @@ def test_float32_oracle_close_to_float64_reference():
                                           ("cnn_groupnorm", "batch"), ("mlp_regularized", "batch")])
 def test_vectorised_block_hvps_equal_single_hvps(name, bn_mode):
     _, _, _, oracle, _ = setup(name, bn_mode)
-    block = np.random.default_rng(6).standard_normal((oracle.dim, 11))  # > block_size: two passes
+    block = np.random.default_rng(6).standard_normal((oracle.dim, oracle.block_size + 3))  # two passes
     before = oracle.num_hvps
     together = oracle.hvp_block(block)
-    assert oracle.num_hvps - before == 11
+    assert oracle.num_hvps - before == oracle.block_size + 3
     one_by_one = np.stack([oracle.hvp(c) for c in block.T], axis=1)
     np.testing.assert_allclose(together, one_by_one, rtol=1e-10, atol=1e-12 * np.abs(one_by_one).max())
+
+
+def test_xla_compiled_products_equal_plain_ones_with_a_short_last_micro_batch():
+    model = build("mlp_regularized")
+    x, y = data_for(model)
+    size = len(x) // 2 + 1  # two micro-batches, the second shorter
+    plain, xla = (eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=size, dtype="float64",
+                                         jit_compile=jit) for jit in (False, True))
+    block = np.random.default_rng(7).standard_normal((plain.dim, 3))
+    np.testing.assert_allclose(xla.hvp_block(block), plain.hvp_block(block), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xla.hvp(block[:, 0]), plain.hvp(block[:, 0]), rtol=1e-10, atol=1e-12)
+    assert xla.loss() == pytest.approx(plain.loss(), rel=1e-12)
 
 
 class ScaledLayerNormalization(keras.layers.LayerNormalization):

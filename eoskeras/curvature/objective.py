@@ -143,15 +143,19 @@ class CurvatureObjective:
         if vector not in VECTOR_KINDS:
             raise ValueError(f"vector: got {vector!r}; allowed: {VECTOR_KINDS}")
 
+        # XLA compiles one micro-batch, never the loop: it clamps a dynamic slice into
+        # bounds, which would turn a short last micro-batch into a full one.
+        chunk = tf.function(per_chunk, jit_compile=True) if self.jit_compile else per_chunk
+
         def over_data(trainable, non_trainable, v_parts, x, y):
-            return sum_over_micro_batches(lambda xc, yc: per_chunk(trainable, non_trainable, v_parts, xc, yc),
+            return sum_over_micro_batches(lambda xc, yc: chunk(trainable, non_trainable, v_parts, xc, yc),
                                           x, y, self.micro_batch_size, self._total, zeros(v_parts))
 
         parts = {None: [], "vector": self._vector_signature(None), "block": self._vector_signature([None])}[vector]
         x, y = self._shards[0]
         signature = [*self._point_signature(), parts,
                      tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None, *y.shape[1:]], y.dtype)]
-        graph = tf.function(over_data, jit_compile=self.jit_compile, input_signature=signature)
+        graph = tf.function(over_data, input_signature=signature)
         replicated = tf.function(self._replicate(over_data)) if len(self._shards) > 1 else None
 
         def run(v: np.ndarray | None, at: np.ndarray | None = None) -> Any:
