@@ -151,8 +151,11 @@ def test_example_runs(path: Path, code: str, workdir: Path) -> None:
             get(ns, code, name)
     keras.utils.set_random_seed(0)
     # CIFAR-10 is not on disk here: tfds's mock images of its shapes stand in.
-    with tfds.testing.mock_data(num_examples=5120) if "cifar10" in code else contextlib.nullcontext():
-        exec(compile(code, str(path), "exec"), ns)
+    try:
+        with tfds.testing.mock_data(num_examples=5120) if "cifar10" in code else contextlib.nullcontext():
+            exec(compile(code, str(path), "exec"), ns)
+    finally:
+        plt.close("all")  # an example's figures are its own: later tests check that plots close theirs
 
 
 def test_every_source_with_examples_is_collected() -> None:
