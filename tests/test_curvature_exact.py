@@ -184,3 +184,15 @@ def test_normalisation_without_an_exact_twin_is_refused_not_silently_inexact(lay
         eoskeras.HessianOracle(net, "cross_entropy", x, y)
     for name in named:
         assert name in str(err.value)
+
+
+def test_operators_share_one_objective():
+    _, _, _, oracle, reference = setup("mlp_regularized", "batch")
+    objective = oracle.objective
+    again = eoskeras.HessianOracle.of(objective)
+    ggn = eoskeras.GaussNewtonOperator(objective)
+    v = np.random.default_rng(8).standard_normal(oracle.dim)
+    np.testing.assert_allclose(again.hvp(v), reference @ v, rtol=1e-6, atol=1e-8 * np.abs(reference @ v).max())
+    assert ggn.objective is objective and again.describe() == oracle.describe()
+    loss, gradient = objective.loss_and_gradient()
+    assert loss == oracle.loss() and np.array_equal(gradient, oracle.loss_and_gradient()[1])
