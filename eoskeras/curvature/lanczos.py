@@ -157,7 +157,7 @@ def lanczos(
 
     ``criterion="eigenvalue"`` makes ``tol`` bound the eigenvalues' error
     rather than the residuals: residual² / gap (``error_bounds``), which
-    Lanczos reaches in fewer steps (on the peer benchmark's MLP, 8–9 HVPs
+    Lanczos reaches in fewer steps (on the peer benchmark's MLP, 9–10 HVPs
     instead of 12–13 for 1e-3), with the vectors correspondingly less exact.
     """
     n = op.dim

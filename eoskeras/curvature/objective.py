@@ -159,7 +159,9 @@ class CurvatureObjective:
         replicated = tf.function(self._replicate(over_data)) if len(self._shards) > 1 else None
 
         def run(v: np.ndarray | None, at: np.ndarray | None = None) -> Any:
-            v_parts = [] if vector is None else self.split(tf.constant(self._flat(v, "v", 2 if vector == "block" else 1)))
+            block = vector == "block"
+            v_parts = [] if vector is None else self.split(
+                tf.constant(self._flat(v, "vectors" if block else "v", block), self.dtype))
             trainable, non_trainable = self.point(at)
             if replicated is None:
                 total = graph(trainable, non_trainable, v_parts, *self._shards[0])
@@ -192,13 +194,17 @@ class CurvatureObjective:
         _, losses, regularisation = self.forward(trainable, non_trainable, x, y)
         return tf.reduce_mean(losses) + regularisation
 
-    def gradient(self, trainable, non_trainable, x, y):
-        """One micro-batch's loss gradient (per-variable, twin order),
-        recorded by any tape or accumulator around the call."""
+    def loss_and_gradient_parts(self, trainable, non_trainable, x, y):
+        """One micro-batch's mean loss and its gradient (per-variable, twin
+        order), recorded by any tape or accumulator around the call."""
         with tf.GradientTape() as tape:
             tape.watch(trainable)
             loss = self.mean_loss(trainable, non_trainable, x, y)
-        return dense(tape.gradient(loss, trainable), trainable)
+        return loss, dense(tape.gradient(loss, trainable), trainable)
+
+    def gradient(self, trainable, non_trainable, x, y):
+        """One micro-batch's loss gradient, as ``loss_and_gradient_parts``."""
+        return self.loss_and_gradient_parts(trainable, non_trainable, x, y)[1]
 
     def split(self, flat):
         """Flat vector(s) (dim, or columns × dim) -> per-variable parts in the
@@ -208,18 +214,16 @@ class CurvatureObjective:
         parts = [tf.reshape(p, lead + list(s)) for p, s in zip(pieces, self._shapes)]
         return [parts[j] for j in self.twin.trainable_order]
 
-    def flatten(self, parts, block: bool = False):
-        """Twin-ordered per-variable tensors -> one flat vector in the original
-        order (a block's: columns × dim)."""
-        lead = [tf.shape(parts[0])[0], -1] if block else [-1]
-        return tf.concat([tf.reshape(parts[i], lead) for i in self._to_original], axis=-1)
+    def flatten(self, parts):
+        """Twin-ordered per-variable tensors -> one flat vector in the original order."""
+        return tf.concat([tf.reshape(parts[i], [-1]) for i in self._to_original], axis=0)
 
     def point(self, at: np.ndarray | None = None):
         """Trainable and non-trainable values in the twin's order and dtype."""
         if at is None:
             src = [v.value for v in self.model.trainable_variables]
         else:
-            src = tf.split(tf.constant(self._flat(at, "at", 1)), self._sizes)
+            src = tf.split(tf.constant(self._flat(at, "at")), self._sizes)
             src = [tf.reshape(p, s) for p, s in zip(src, self._shapes)]
         non_trainable = self.model.non_trainable_variables
         return (
@@ -228,16 +232,16 @@ class CurvatureObjective:
         )
 
     # --------------------------------------------------------------- plumbing
-    def _flat(self, v: np.ndarray, name: str, ndim: int) -> np.ndarray:
-        """``v`` as float64 checked to be a flat vector (ndim 1) or a block of
-        columns (ndim 2, returned columns × dim); ``at`` stays float64."""
+    def _flat(self, v: np.ndarray, name: str, block: bool = False) -> np.ndarray:
+        """``v`` as float64, checked to be a flat vector, or with ``block`` a
+        (dim, m) block of columns, returned as rows (m, dim)."""
         v = np.asarray(v, dtype=np.float64)
-        if ndim == 1 and v.shape != (self.dim,):
+        if block and (v.ndim != 2 or v.shape[0] != self.dim):
+            raise ValueError(f"{name}: expected shape ({self.dim}, m), got {v.shape}")
+        if not block and v.shape != (self.dim,):
             raise ValueError(f"{name}: expected a flat vector of {self.dim} entries (the trainable weights), "
                              f"got shape {v.shape}")
-        if ndim == 2 and (v.ndim != 2 or v.shape[0] != self.dim):
-            raise ValueError(f"vectors: expected shape ({self.dim}, m), got {v.shape}")
-        return v if name == "at" else (v.T if ndim == 2 else v).astype(self.dtype)
+        return v.T if block else v
 
     def _deal(self, x, y) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """The data, or with several replicas one shard of whole micro-batches
@@ -273,10 +277,8 @@ class CurvatureObjective:
         return [tf.TensorSpec((lead or []) + list(self._shapes[j]), self.dtype) for j in self.twin.trainable_order]
 
     def _chunk_loss_and_gradient(self, trainable, non_trainable, v_parts, x, y):
-        with tf.GradientTape() as tape:
-            tape.watch(trainable)
-            loss = self.mean_loss(trainable, non_trainable, x, y)
-        return loss, self.flatten(dense(tape.gradient(loss, trainable), trainable))
+        loss, grads = self.loss_and_gradient_parts(trainable, non_trainable, x, y)
+        return loss, self.flatten(grads)
 
     def _chunk_loss_and_accuracy(self, trainable, non_trainable, v_parts, x, y):
         outputs, losses, regularisation = self.forward(trainable, non_trainable, x, y)

@@ -21,7 +21,7 @@ def one_blas_thread(solver: Solver) -> Solver:
 
     A solver alternates NumPy products with TensorFlow's HVPs; with both
     thread pools busy-waiting for the same cores, the quickstart's monitoring
-    took 29 s instead of 13.7 s on 2 cores. Its NumPy work is a few
+    took 29.1 s instead of 13.4 s on 2 cores. Its NumPy work is a few
     memory-bound products per HVP, which one thread does nearly as fast.
     """
     @functools.wraps(solver)
