@@ -75,9 +75,10 @@ def cold_vs_warm(x, y) -> None:
         warm = tracker.update(oracle)
         warm_s = time.perf_counter() - start
         rows.append([10 * (block + 1), cold.lambda_max, warm.lambda_max, cold.num_hvps, warm.num_hvps, cold_s, warm_s,
-                     warm.num_hvps / cold.num_hvps])
+                     warm.num_hvps / cold.num_hvps, cold.converged and warm.converged])
     print_table("lambda_max to 1e-3 relative residual during GD (fc-tanh, MSE, eta=0.05, 4,000 MNIST digits)",
-                ["step", "cold lambda", "warm lambda", "cold HVPs", "warm HVPs", "cold s", "warm s", "warm/cold HVPs"],
+                ["step", "cold lambda", "warm lambda", "cold HVPs", "warm HVPs", "cold s", "warm s", "warm/cold HVPs",
+                 "both converged"],
                 rows)
 
 

@@ -106,7 +106,8 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
         return eoskeras.HessianOracle(net, "mse", x, y, dtype=dtype, micro_batch_size=len(x))
 
     reference = oracle("float64")
-    lam_ref = eoskeras.lanczos(reference, k=1, tol=1e-10, seed=0).lambda_max
+    ref_spectrum = eoskeras.lanczos(reference, k=1, tol=1e-10, seed=0)
+    lam_ref = ref_spectrum.lambda_max
     xt = torch.tensor(x.reshape(len(x), -1))
     onehot = torch.nn.functional.one_hot(torch.tensor(y, dtype=torch.long), 10).float()
     model = torch_copy(net)
@@ -166,7 +167,7 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
 
     trace_ref = eoskeras.hutchpp_trace(reference, REFERENCE_TRACE_HVPS, seed=0)
     m = {k: median(v) for k, v in t.items()}
-    print(f"{label}: lambda_max (float64) = {lam_ref:.6f}; trace (Hutch++, float64, {REFERENCE_TRACE_HVPS} HVPs) "
+    print(f"{label}: lambda_max (float64, converged: {ref_spectrum.converged}) = {lam_ref:.6f}; trace (Hutch++, float64, {REFERENCE_TRACE_HVPS} HVPs) "
           f"{trace_ref.value:.1f} ± {trace_ref.stderr:.1f}; Hutchinson ({TRACE_HVPS} HVPs): eoskeras "
           f"{ours_trace.value:.1f} ± {ours_trace.stderr:.1f}, PyHessian {peer_value:.1f} ± {peer_stderr:.1f}")
     lambda_rows = []

@@ -71,7 +71,7 @@ class CountingOperator:
 
 def apply_block(op, block: np.ndarray, counter: "CountingOperator | None" = None) -> np.ndarray:
     """``op`` applied to the columns of ``block``: through ``op.matmat`` when
-    it exists (e.g. the oracle's vectorised HVPs), else column by column."""
+    it exists (e.g. the oracle's blocks sharing one linearisation), else column by column."""
     if counter is not None:
         counter.count += block.shape[1]
     matmat = getattr(op, "matmat", None)
