@@ -45,6 +45,17 @@ def test_sharpness_monitor_in_a_plain_keras_fit(tmp_path):
     assert all(r["eig_hvps"] < monitor.records[0]["eig_hvps"] for r in monitor.records[1:])
 
 
+def test_sharpness_monitor_without_carrying_logs_only_where_measured():
+    # What TensorBoard would write: each epoch's logs, one point per measurement.
+    net, x, y = problem()
+    net.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = eoskeras.SharpnessMonitor(x, y, every=4, top_k=2, tol=1e-4, carry_forward=False)
+    history = net.fit(x, y, batch_size=len(x), epochs=8, verbose=0, shuffle=False, callbacks=[monitor])
+    # Epoch 0 carries the measurement before step 1; epochs 3 and 7 end at steps 4 and 8.
+    assert history.history["curvature_step"] == [0, 4, 8]
+    assert history.history["lambda_max"] == pytest.approx([r["lambda_max"] for r in monitor.records])
+
+
 def test_monitor_reports_preconditioned_sharpness_for_adam():
     net, x, y = problem()
     model = eoskeras.FullBatchModel(net)

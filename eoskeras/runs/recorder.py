@@ -85,7 +85,8 @@ class RunRecorder(keras.callbacks.Callback):
                 row["loss_step"] = step - 1
             row.update({k: float(v) for k, v in logs.items() if k in METRIC_COLUMNS})
             if not measured:
-                # Curvature keys are carried forward in logs; record them only when measured.
+                # Logs may hold an earlier measurement (the one before step 1 arrives with step 1's
+                # logs, and a carrying monitor repeats it): record curvature only where measured.
                 for key in METRIC_COLUMNS[METRIC_COLUMNS.index("lambda_max"):]:
                     row.pop(key, None)
             self.metrics.append(row)

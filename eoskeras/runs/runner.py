@@ -174,7 +174,8 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     if c.enabled:
         monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
                                    max_hvps=c.max_hvps, oracle=p.oracle, auto_k=c.auto_k,
-                                   inference_oracle=p.inference if c.also_inference else None)
+                                   inference_oracle=p.inference if c.also_inference else None,
+                                   carry_forward=False)  # the recorder and display keep the latest values
     stop = StopConditions(train_accuracy=s.train_accuracy, patience=s.patience, loss_below=s.loss_below,
                           max_steps=r.training.max_steps, divergence_factor=s.divergence_factor,
                           stall_accuracy=s.stall_accuracy, stall_window=s.stall_window)

@@ -13,8 +13,8 @@ model.fit(x, y, epochs=20, callbacks=[monitor, keras.callbacks.CSVLogger("log.cs
 monitor.records[-1]["lambda_max"], monitor.records[-1]["sharpness_ratio"]
 ```
 
-Logged keys (carried forward between measurements; ``curvature_step``
-says which step they belong to): ``lambda_max``, ``lambda_2`` … ``lambda_k``,
+Logged keys (carried forward between measurements unless
+``carry_forward=False``; ``curvature_step`` says which step they belong to): ``lambda_max``, ``lambda_2`` … ``lambda_k``,
 ``threshold`` (e.g. 2/η), ``sharpness_ratio`` (λ_max / threshold),
 ``eig_residual`` (largest relative residual), ``eig_hvps``, ``eig_converged``
 (1 when every residual met ``tol``, 0 when the HVP budget ran out first),
@@ -87,6 +87,12 @@ class SharpnessMonitor(keras.callbacks.Callback):
             at least ``top_k`` and at most ``max_k``; records and logs
             ``num_above`` and ``top_k``. Similarities use the leading
             ``top_k`` vectors; ``lambda_i`` logs stop at ``top_k``.
+        carry_forward: put the latest measurement into every epoch's logs,
+            so History and CSVLogger columns line up (the default); with
+            False only the epoch it was measured in gets it, so TensorBoard
+            plots one point per measurement instead of writing the same
+            values every step (on the quickstart those repeats cost 4.7 s,
+            as much as half the measuring; ``benchmarks/monitor_overhead.py``).
     """
 
     def __init__(self, x, y, *, loss: Any = None, every: int = 10, top_k: int = 5, tol: float = 1e-3,
@@ -94,7 +100,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
                  keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None,
                  inference_oracle: HessianOracle | None = None, layers: str | None = None,
-                 auto_k: float | None = None, max_k: int = 64) -> None:
+                 auto_k: float | None = None, max_k: int = 64, carry_forward: bool = True) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
@@ -109,6 +115,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.vector_history: list[tuple[int, np.ndarray]] = []
         self.first_vectors: np.ndarray | None = None
         self.latest_logs: dict[str, float] = {}
+        self.carry_forward, self._unlogged = carry_forward, False
         self._oracle: HessianOracle | None = oracle
         self.layers = layers
         if auto_k is not None and not auto_k > 0:
@@ -123,8 +130,9 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self._maybe_measure(logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is not None and (self.carry_forward or self._unlogged):
             logs.update(self.latest_logs)
+        self._unlogged = False
 
     # --------------------------------------------------------------- public
     @property
@@ -181,7 +189,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.records.append({**record, "_vectors": vectors})
         if self.keep_vectors:
             self.vector_history.append((step, vectors))
-        self.latest_logs = self._as_logs(record)
+        self.latest_logs, self._unlogged = self._as_logs(record), True
         return record
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
