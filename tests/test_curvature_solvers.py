@@ -150,6 +150,26 @@ def test_warm_start_needs_a_third_of_the_cold_hvps_after_a_small_step():
     assert np.all(eoskeras.vector_cosines(warm.eigenvectors, cold.eigenvectors) > 0.999)
 
 
+def test_tracker_carries_guard_ritz_vectors_to_the_next_warm_start():
+    # Eigenvalues 10, 9.5, 9, then a cluster: the guard vectors are the 4th and 5th Ritz vectors.
+    lam = np.r_[10.0, 9.5, 9.0, 8.9, 8.8, np.linspace(-1, 1, 95)]
+    h = matrix_with_spectrum(lam)
+    tracker = eoskeras.EigenTracker(k=3, tol=1e-8, seed=0, guard=2)
+    spectrum = tracker.update(DenseOperator(h))
+    assert spectrum.converged and spectrum.eigenvectors.shape == (100, 3) and tracker.vectors.shape == (100, 5)
+    np.testing.assert_allclose(spectrum.eigenvalues, lam[:3], rtol=1e-12)
+    np.testing.assert_array_equal(tracker.vectors[:, :3], spectrum.eigenvectors)
+    np.testing.assert_allclose(tracker.vectors.T @ tracker.vectors, np.eye(5), atol=1e-12)
+    # The guard vectors lie in the span of the next two eigenvectors only roughly (they
+    # were never converged), but they are the Ritz vectors of the basis' next values.
+    guard = tracker.vectors[:, 3:]
+    assert np.all(np.diag(guard.T @ h @ guard) > 8.0)
+    # Without guard vectors the warm start is the top k alone.
+    plain = eoskeras.EigenTracker(k=3, tol=1e-8, seed=0, guard=0)
+    plain.update(DenseOperator(h))
+    assert plain.vectors.shape == (100, 3)
+
+
 @pytest.mark.parametrize("name, lam", [
     ("power-law", 100.0 / np.arange(1, 201)),
     ("15-outliers", np.r_[[100.0] * 15, np.random.default_rng(1).uniform(-1, 1, 185)]),  # more than the sketch holds

@@ -71,10 +71,11 @@ class Checkpointer:
         arrays_file = self.directory / f"state_{step:07d}.npz"
         if self.monitor is not None:
             state["monitor"], arrays = self.monitor.state()
-            if "previous" in arrays and "tracker" in arrays and np.array_equal(arrays["previous"], arrays["tracker"]):
-                # The latest measurement's vectors are the tracker's warm start: store them once.
+            previous, tracker = arrays.get("previous"), arrays.get("tracker")
+            if previous is not None and tracker is not None and np.array_equal(previous, tracker[:, :previous.shape[1]]):
+                # The latest measurement's vectors lead the tracker's warm start: store them once.
                 del arrays["previous"]
-                state["previous_is_tracker"] = True
+                state["previous_columns"] = previous.shape[1]
             with writing(arrays_file), open(arrays_file, "wb") as f:  # named by state.json only once whole
                 np.savez(f, **arrays)
             state["arrays"] = arrays_file.name
@@ -101,7 +102,9 @@ class Checkpointer:
             if self.monitor is not None and "monitor" in state:
                 with np.load(self.directory / state["arrays"]) as stored:
                     arrays = dict(stored)
-                if state.get("previous_is_tracker"):
+                if "previous_columns" in state:
+                    arrays["previous"] = arrays["tracker"][:, :state["previous_columns"]]
+                elif state.get("previous_is_tracker"):  # written before the warm start held guard vectors
                     arrays["previous"] = arrays["tracker"]
                 self.monitor.load_state(state["monitor"], arrays)
             self.stop.load_state(state["stop"])
