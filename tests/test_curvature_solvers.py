@@ -130,6 +130,15 @@ def test_similarity_measures():
     assert eoskeras.subspace_similarity(u, v) == pytest.approx(np.cos(np.sqrt(2) * np.pi / 2 / np.sqrt(3)))
 
 
+def test_principal_angles_match_qr_and_refuse_dependent_columns():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
+    sigma = np.linalg.svd(np.linalg.qr(a)[0].T @ np.linalg.qr(b)[0], compute_uv=False)
+    np.testing.assert_allclose(eoskeras.principal_angles(a, b), np.arccos(sigma), rtol=1e-10)
+    with pytest.raises(ValueError, match="linearly dependent"):
+        eoskeras.subspace_similarity(np.c_[a[:, :2], a[:, 0]], b)
+
+
 def test_warm_start_needs_a_third_of_the_cold_hvps_after_a_small_step():
     keras.utils.set_random_seed(0)
     layers = [keras.layers.Dense(w, activation=a, dtype="float64") for w, a in ((32, "tanh"), (32, "tanh"), (3, None))]
