@@ -125,8 +125,8 @@ class EigenTracker:
     ``guard`` more Ritz vectors than the k wanted ride along in the warm start
     (subspace iteration's guard vectors): the k-th pair then converges
     against a wider gap. On the quickstart recipe 3 of them cut a warm top-5
-    measurement from 5.1 to 3.6 HVP calls, 21.0 to 19.4 HVPs and 111 to
-    93 ms (40 measurements, same weights for both).
+    measurement from 5.1 to 3.6 HVP calls, 21.0 to 19.4 HVPs and 133 to
+    114 ms (40 measurements at the same weights, taking turns to go first).
 
     ``state()`` / ``load_state()`` save and restore the vectors (for resuming
     an interrupted run with the same warm start).
