@@ -20,6 +20,7 @@ from eoskeras.curvature.operators import (
     describe_operator,
     one_blas_thread,
     orthonormal_rows,
+    row_norms,
 )
 from eoskeras.curvature.choices import CRITERIA, check_choice
 from eoskeras.curvature.spectrum import Spectrum
@@ -121,9 +122,12 @@ def block_lanczos_iteration(
         t = projected[:size, :size]
         theta, s = np.linalg.eigh((t + t.T) / 2)
         theta, s = theta[::-1], s[:, ::-1]
-        estimates = np.linalg.norm(s[size - width:size].T @ remainder, axis=1)
+        # ‖(sᵀ remainder)_i‖ for every Ritz vector i without forming that size × n
+        # product: remainder = uᵀ Qᵀ with Qᵀ's rows orthonormal, so the norms are uᵀ's.
+        u = np.linalg.qr(remainder.T, mode="r")
+        estimates = row_norms(s[size - width:size].T @ u.T)
         scale = max(np.abs(theta).max(), 1e-300)
-        invariant = np.linalg.norm(remainder, axis=1).max() <= 1e-12 * scale
+        invariant = row_norms(remainder).max() <= 1e-12 * scale
         if invariant or size >= n or stop(theta, s, estimates) or op.count >= max_hvps:
             return theta, s, basis[:size]
         block = orthonormal_rows(remainder, basis[:size])[: max(1, min(width, max_hvps - op.count, n - size))]

@@ -26,6 +26,7 @@ from eoskeras.curvature.operators import (
     describe_operator,
     one_blas_thread,
     orthonormal_rows,
+    row_norms,
 )
 from eoskeras.curvature.spectrum import Spectrum
 
@@ -89,7 +90,7 @@ def _track(op: SymmetricOperator, k: int, init: np.ndarray | None, guard: int, *
         kk = min(k, len(theta))
         ritz, h_ritz = s[:, :kk].T @ basis[:size], s[:, :kk].T @ h_basis[:size]
         residuals = h_ritz - theta[:kk, None] * ritz
-        res = np.linalg.norm(residuals, axis=1)
+        res = row_norms(residuals)
         scale = max(np.abs(theta).max(), 1e-300)
         done = res <= tol * scale
         if (kk == k and done.all()) or counter.count >= max_hvps:
