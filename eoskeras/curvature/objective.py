@@ -220,7 +220,9 @@ class CurvatureObjective:
         return tf.concat([tf.reshape(parts[i], [-1]) for i in self._to_original], axis=0)
 
     def point(self, at: np.ndarray | None = None):
-        """Trainable and non-trainable values in the twin's order and dtype."""
+        """Trainable and non-trainable values in the twin's order and dtype:
+        the variables themselves where no cast is needed, read when passed to
+        a graph, so use them at once."""
         if at is None:
             src = [v.value for v in self.model.trainable_variables]
         else:
