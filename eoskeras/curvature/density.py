@@ -46,11 +46,13 @@ def spectral_density(
     grid_size: int = 512,
     sigma: float | None = None,
     seed: int = 0,
+    hold: bool = True,
 ) -> SpectralDensity:
     """SLQ estimate of the eigenvalue density of ``op``; ``num_vectors × steps`` HVPs.
 
     ``sigma`` (the Gaussian smoothing width) defaults to 1 % of the spectral
-    range found.
+    range found. ``hold``: run each probe's Lanczos in one graph call that
+    holds the linearisation where the operator can (see ``lanczos``).
     """
     if num_vectors < 1 or steps < 1:
         raise ValueError("num_vectors and steps must be integers >= 1")
@@ -60,7 +62,7 @@ def spectral_density(
     nodes, weights = np.zeros((num_vectors, steps)), np.zeros((num_vectors, steps))
     for i in range(num_vectors):
         v = rng.integers(0, 2, size=op.dim) * 2.0 - 1.0
-        alphas, betas, _, _ = lanczos_iteration(counter, v, steps)
+        alphas, betas, _, _ = lanczos_iteration(counter, v, steps, hold=hold)
         theta, s = tridiagonal_eigh(alphas, betas)
         m = len(theta)
         # A breakdown leaves fewer nodes; pad with zero-weight copies.

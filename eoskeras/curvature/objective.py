@@ -129,6 +129,16 @@ class CurvatureObjective:
         return float(loss), float(accuracy)
 
     # ------------------------------------------- what operators build upon
+    @property
+    def one_pass(self) -> bool:
+        """The data is one micro-batch on one replica: one pass covers it."""
+        return len(self._shards) == 1 and self.num_examples <= self.micro_batch_size
+
+    @property
+    def data(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The data set (x, y) as tensors (the first replica's shard under a strategy)."""
+        return self._shards[0]
+
     def reduction(self, per_chunk: Callable, zeros: Callable, vector: str | None = None) -> Callable:
         """``per_chunk(trainable, non_trainable, v_parts, x, y)`` summed over the
         micro-batches, weighted by example count, as ``run(v, at)`` → float64 numpy.
@@ -156,7 +166,7 @@ class CurvatureObjective:
         flat = {None: [], "vector": tf.TensorSpec([self.dim], self.dtype),
                 "block": tf.TensorSpec([None, self.dim], self.dtype)}[vector]
         x, y = self._shards[0]
-        signature = [*self._point_signature(), flat, tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
+        signature = [*self.point_signature(), flat, tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
         graph = tf.function(over_data, input_signature=signature)
         replicated = tf.function(self._replicate(over_data)) if len(self._shards) > 1 else None
 
@@ -270,7 +280,8 @@ class CurvatureObjective:
                 lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
         return run
 
-    def _point_signature(self) -> list[list[tf.TensorSpec]]:
+    def point_signature(self) -> list[list[tf.TensorSpec]]:
+        """Input signatures of ``point()``'s two lists, for graphs that take them."""
         trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
         return [[tf.TensorSpec(trainable[j].shape, self.dtype) for j in self.twin.trainable_order],
                 [tf.TensorSpec(non_trainable[j].shape, self.dtype) for j in self.twin.non_trainable_order]]

@@ -68,6 +68,16 @@ class CountingOperator:
         """H times each column, in one call when the operator can batch them."""
         return apply_block(self.op, block, self)
 
+    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual",
+                     verify: bool = False):
+        """The operator's own Lanczos holding its linearisation across steps
+        (``HessianOracle.held_lanczos``), counted; None where it has none."""
+        held = getattr(self.op, "held_lanczos", None)
+        result = held(q0, steps, tol, criterion, verify) if held is not None else None
+        if result is not None:
+            self.count += len(result.alphas) + int(verify)
+        return result
+
 
 def apply_block(op, block: np.ndarray, counter: "CountingOperator | None" = None) -> np.ndarray:
     """``op`` applied to the columns of ``block``: through ``op.matmat`` when

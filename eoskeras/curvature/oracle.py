@@ -16,7 +16,8 @@ block of products sharing one linearisation.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -25,6 +26,22 @@ import tensorflow as tf
 from eoskeras.curvature.choices import HVP_MODES, check_choice
 from eoskeras.curvature.objective import CurvatureObjective, dense
 from eoskeras.losses import PerExampleLoss
+
+# The most memory a held Lanczos basis may take (float64 rows); beyond it, host-driven Lanczos.
+HELD_BASIS_BYTES = 2 ** 30
+
+
+class HeldLanczos(NamedTuple):
+    """What ``HessianOracle.held_lanczos`` returns: ``lanczos_iteration``'s
+    alphas, betas (j − 1), basis rows and last β, and with ``verify`` the top
+    Ritz vector and H times it."""
+
+    alphas: np.ndarray
+    betas: np.ndarray
+    basis: np.ndarray
+    last_beta: float
+    ritz: np.ndarray | None
+    product: np.ndarray | None
 
 
 class HessianOracle:
@@ -60,6 +77,7 @@ class HessianOracle:
         check_choice("hvp_mode", hvp_mode, HVP_MODES)
         self.objective, self.hvp_mode, self.block_size, self.num_hvps = objective, hvp_mode, block_size, 0
         self.dim = objective.dim
+        self._held_lanczos = None
         vector = lambda _: tf.zeros([self.dim], objective.dtype)  # noqa: E731
         block = lambda v_parts: tf.zeros(tf.stack([tf.shape(v_parts[0])[0], self.dim]), objective.dtype)  # noqa: E731
         self._hvp = objective.reduction(self._reverse if hvp_mode == "reverse" else self._forward, vector, "vector")
@@ -115,6 +133,88 @@ class HessianOracle:
         return out
 
     matmat = hvp_block
+
+    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual",
+                     verify: bool = False) -> HeldLanczos | None:
+        """Up to ``steps`` single-vector Lanczos steps from ``q0`` in one graph
+        call that holds the forward pass and gradient (the linearisation)
+        across the steps, as PyHessian holds its autograd graph; each step is
+        one backward pass through the gradient. Full re-orthogonalisation,
+        twice, in float64. With ``tol`` > 0 it stops once the top Ritz pair's
+        bound (``criterion``, as in ``lanczos``) is at most ``tol`` × max|θ|;
+        with ``verify`` it also returns the top Ritz vector and H times it
+        (one more pass, counted), for a measured residual.
+
+        Returns None where nothing can be held: several micro-batches or
+        replicas (each would hold its own pass), forward mode, XLA, or a basis
+        over ``HELD_BASIS_BYTES``. The solvers call it when it is there.
+        """
+        objective = self.objective
+        steps = min(steps, self.dim)
+        if (self.hvp_mode != "reverse" or objective.jit_compile or not objective.one_pass
+                or (steps + 1) * self.dim * 8 > HELD_BASIS_BYTES):
+            return None
+        if self._held_lanczos is None:
+            x, y = objective.data
+            scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
+            signature = [*objective.point_signature(), tf.TensorSpec([self.dim], tf.float64), scalar(tf.int32),
+                         scalar(tf.float64), scalar(tf.bool), scalar(tf.bool),
+                         tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
+            # A partial, whose identity is this oracle's: TensorFlow counts traces per code
+            # object, and one call per fresh oracle (a sweep) would read as retracing.
+            self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature)
+        trainable, non_trainable = objective.point()
+        alphas, betas, basis, ritz, product = (t.numpy() for t in self._held_lanczos(
+            trainable, non_trainable, np.asarray(q0, np.float64) / np.linalg.norm(q0), tf.constant(steps),
+            tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), tf.constant(verify),
+            *objective.data))
+        m = len(alphas)
+        self.num_hvps += m + int(verify)
+        breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
+        return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]),
+                           ritz if verify else None, product if verify else None)
+
+    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, verify, x, y):
+        objective = self.objective
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch(trainable)
+            grads = objective.gradient(trainable, non_trainable, x, y)
+
+        def hvp(q):
+            parts = objective.split(tf.cast(q, objective.dtype))
+            product = dense(outer.gradient(grads, trainable, output_gradients=parts), trainable)
+            return tf.cast(objective.flatten(product), tf.float64)
+
+        def ritz(alphas, betas):
+            a, b = alphas.stack(), betas.stack()[:-1]
+            return tf.linalg.eigh(tf.linalg.diag(a) + tf.linalg.diag(b, k=1) + tf.linalg.diag(b, k=-1))
+
+        def step(j, basis, alphas, betas, done):
+            q = basis.read(j)
+            w = hvp(q)
+            alpha = tf.tensordot(q, w, 1)
+            rows = basis.stack()
+            for _ in range(2):  # full re-orthogonalisation, twice
+                w -= tf.linalg.matvec(rows, tf.linalg.matvec(rows, w), transpose_a=True)
+            beta = tf.norm(w)
+            alphas, betas = alphas.write(j, alpha), betas.write(j, beta)
+            breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(alphas.stack())), tf.reduce_max(betas.stack()))
+            theta, s = ritz(alphas, betas)
+            estimate = beta * tf.abs(s[-1, -1])  # the top Ritz pair's residual, as error_bounds takes it
+            gap = theta[-1] - tf.concat([[np.inf], theta], 0)[-2]  # one Ritz value has no gap: -inf
+            bound = tf.where(eigenvalue, tf.where(gap > 0, estimate ** 2 / tf.maximum(gap, 1e-300), np.inf), estimate)
+            converged = (tol > 0) & (bound <= tol * tf.reduce_max(tf.abs(theta)))
+            return j + 1, basis.write(j + 1, w / tf.maximum(beta, 1e-300)), alphas, betas, breakdown | converged
+
+        growing = lambda: tf.TensorArray(tf.float64, size=0, dynamic_size=True, clear_after_read=False)  # noqa: E731
+        _, basis, alphas, betas, _ = tf.while_loop(
+            lambda j, basis, alphas, betas, done: (j < steps) & ~done, step,
+            (tf.constant(0), growing().write(0, q0), growing(), growing(), tf.constant(False)))
+        rows = basis.stack()[:alphas.size()]
+        top = tf.linalg.matvec(rows, ritz(alphas, betas)[1][:, -1], transpose_a=True)
+        top /= tf.norm(top)
+        product = tf.cond(verify, lambda: hvp(top), lambda: tf.zeros_like(top))
+        return alphas.stack(), betas.stack(), rows, top, product
 
     # ------------------------------------------------------ one micro-batch
     def _reverse(self, trainable, non_trainable, v_parts, x, y):

@@ -1,0 +1,60 @@
+"""Lanczos that holds the linearisation in one graph call agrees with the
+host-driven solver and the dense Hessian, and steps aside where it cannot hold."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import eoskeras
+from eoskeras.curvature import oracle as oracle_module
+from tiny_models import build, data_for, finite_difference_hessian
+
+
+def oracles(name: str, **options):
+    model = build(name)
+    x, y = data_for(model)
+    held, host = (eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=len(x), dtype="float64",
+                                         **options) for _ in range(2))
+    reference = finite_difference_hessian(model, "cross_entropy", x, y, training=True)
+    return held, host, np.linalg.eigvalsh((reference + reference.T) / 2)
+
+
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_batchnorm"])
+@pytest.mark.parametrize("criterion", ["residual", "eigenvalue"])
+def test_held_lanczos_matches_the_host_solver_and_the_dense_hessian(name, criterion):
+    held, host, eigenvalues = oracles(name)
+    a = eoskeras.lanczos(held, k=1, tol=1e-8, seed=3, criterion=criterion)
+    b = eoskeras.lanczos(host, k=1, tol=1e-8, seed=3, criterion=criterion, hold=False)
+    assert held._held_lanczos is not None and host._held_lanczos is None  # each took its own path
+    assert a.converged and b.converged and a.num_hvps == b.num_hvps == held.num_hvps == host.num_hvps
+    assert abs(a.lambda_max - eigenvalues[-1]) <= 1e-6 * abs(eigenvalues[-1])
+    assert a.lambda_max == pytest.approx(b.lambda_max, rel=1e-12)
+    assert np.all(eoskeras.vector_cosines(a.eigenvectors, b.eigenvectors) > 1 - 1e-9)
+
+
+def test_held_spectral_density_equals_the_host_one_and_traces_once():
+    held, host, _ = oracles("mlp_tanh")
+    a, b = eoskeras.spectral_density(held, 2, 12, seed=1), eoskeras.spectral_density(host, 2, 12, seed=1, hold=False)
+    assert host._held_lanczos is None
+    np.testing.assert_allclose(a.nodes, b.nodes, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-8, atol=1e-12)
+    assert a.num_hvps == b.num_hvps == 24
+    # Other step counts, tolerances and criteria reuse the one trace.
+    eoskeras.lanczos(held, k=1, tol=1e-3, criterion="eigenvalue")
+    eoskeras.lanczos(held, k=1, tol=1e-6, max_hvps=7)
+    assert held._held_lanczos.experimental_get_tracing_count() == 1
+
+
+def test_nothing_is_held_where_it_cannot_be(monkeypatch):
+    held, _, eigenvalues = oracles("mlp_tanh")
+    q0 = np.ones(held.dim)
+    forward, _, _ = oracles("mlp_tanh", hvp_mode="forward")
+    assert forward.held_lanczos(q0, 5) is None
+    monkeypatch.setattr(oracle_module, "HELD_BASIS_BYTES", 5 * held.dim * 8)  # a basis of 4 rows at most
+    assert held.held_lanczos(q0, 5) is None and held.held_lanczos(q0, 3) is not None
+    # Adam's preconditioned operator has no held form: the host solver serves it, exactly.
+    diagonal = np.linspace(1.0, 2.0, held.dim)
+    preconditioned = eoskeras.PreconditionedOperator(held, diagonal)
+    dense = np.stack([preconditioned.matvec(e) for e in np.eye(held.dim)], axis=1)
+    spectrum = eoskeras.lanczos(preconditioned, k=1, tol=1e-10)
+    assert spectrum.lambda_max == pytest.approx(np.linalg.eigvalsh((dense + dense.T) / 2)[-1], rel=1e-9)
