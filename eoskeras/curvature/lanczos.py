@@ -177,7 +177,7 @@ def lanczos(
     (``HessianOracle.held_lanczos``): same iteration, same stopping rule,
     each step one backward pass instead of a fresh HVP. On the peer
     benchmark's MLP a solve takes ~0.8 of the time, but its first call traces
-    a larger graph (~0.2 s more); ``hold=False`` drives every step from here.
+    a larger graph (0.2–0.4 s more); ``hold=False`` drives every step from here.
     """
     n = op.dim
     if not 1 <= k <= n:
