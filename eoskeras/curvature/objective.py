@@ -165,9 +165,7 @@ class CurvatureObjective:
 
         flat = {None: [], "vector": tf.TensorSpec([self.dim], self.dtype),
                 "block": tf.TensorSpec([None, self.dim], self.dtype)}[vector]
-        x, y = self._shards[0]
-        signature = [*self.point_signature(), flat, tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
-        graph = tf.function(over_data, input_signature=signature)
+        graph = tf.function(over_data, input_signature=self.signature(flat))
         replicated = tf.function(self._replicate(over_data)) if len(self._shards) > 1 else None
 
         def run(v: np.ndarray | None, at: np.ndarray | None = None) -> Any:
@@ -280,11 +278,14 @@ class CurvatureObjective:
                 lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
         return run
 
-    def point_signature(self) -> list[list[tf.TensorSpec]]:
-        """Input signatures of ``point()``'s two lists, for graphs that take them."""
+    def signature(self, *middle: Any) -> list[Any]:
+        """The input signature of a graph taking ``point()``'s two lists,
+        then ``middle``, then the data's (x, y) in their exact shapes."""
         trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
+        x, y = self._shards[0]
         return [[tf.TensorSpec(trainable[j].shape, self.dtype) for j in self.twin.trainable_order],
-                [tf.TensorSpec(non_trainable[j].shape, self.dtype) for j in self.twin.non_trainable_order]]
+                [tf.TensorSpec(non_trainable[j].shape, self.dtype) for j in self.twin.non_trainable_order],
+                *middle, tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
 
     def _chunk_loss_and_gradient(self, trainable, non_trainable, v_parts, x, y):
         loss, grads = self.loss_and_gradient_parts(trainable, non_trainable, x, y)

@@ -155,11 +155,9 @@ class HessianOracle:
                 or (steps + 1) * self.dim * 8 > HELD_BASIS_BYTES):
             return None
         if self._held_lanczos is None:
-            x, y = objective.data
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
-            signature = [*objective.point_signature(), tf.TensorSpec([self.dim], tf.float64), scalar(tf.int32),
-                         scalar(tf.float64), scalar(tf.bool), scalar(tf.bool),
-                         tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
+            signature = objective.signature(tf.TensorSpec([self.dim], tf.float64), scalar(tf.int32),
+                                            scalar(tf.float64), scalar(tf.bool), scalar(tf.bool))
             # A partial, whose identity is this oracle's: TensorFlow counts traces per code
             # object, and one call per fresh oracle (a sweep) would read as retracing.
             self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature)
@@ -185,9 +183,8 @@ class HessianOracle:
             product = dense(outer.gradient(grads, trainable, output_gradients=parts), trainable)
             return tf.cast(objective.flatten(product), tf.float64)
 
-        def ritz(alphas, betas):
-            a, b = alphas.stack(), betas.stack()[:-1]
-            return tf.linalg.eigh(tf.linalg.diag(a) + tf.linalg.diag(b, k=1) + tf.linalg.diag(b, k=-1))
+        def ritz(a, b):  # eigenpairs of the tridiagonal T (ascending); b holds the last β too
+            return tf.linalg.eigh(tf.linalg.diag(a) + tf.linalg.diag(b[:-1], k=1) + tf.linalg.diag(b[:-1], k=-1))
 
         def step(j, basis, alphas, betas, done):
             q = basis.read(j)
@@ -198,8 +195,9 @@ class HessianOracle:
                 w -= tf.linalg.matvec(rows, tf.linalg.matvec(rows, w), transpose_a=True)
             beta = tf.norm(w)
             alphas, betas = alphas.write(j, alpha), betas.write(j, beta)
-            breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(alphas.stack())), tf.reduce_max(betas.stack()))
-            theta, s = ritz(alphas, betas)
+            a, b = alphas.stack(), betas.stack()
+            breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(a)), tf.reduce_max(b))
+            theta, s = ritz(a, b)
             estimate = beta * tf.abs(s[-1, -1])  # the top Ritz pair's residual, as error_bounds takes it
             gap = theta[-1] - tf.concat([[np.inf], theta], 0)[-2]  # one Ritz value has no gap: -inf
             bound = tf.where(eigenvalue, tf.where(gap > 0, estimate ** 2 / tf.maximum(gap, 1e-300), np.inf), estimate)
@@ -211,7 +209,7 @@ class HessianOracle:
             lambda j, basis, alphas, betas, done: (j < steps) & ~done, step,
             (tf.constant(0), growing().write(0, q0), growing(), growing(), tf.constant(False)))
         rows = basis.stack()[:alphas.size()]
-        top = tf.linalg.matvec(rows, ritz(alphas, betas)[1][:, -1], transpose_a=True)
+        top = tf.linalg.matvec(rows, ritz(alphas.stack(), betas.stack())[1][:, -1], transpose_a=True)
         top /= tf.norm(top)
         product = tf.cond(verify, lambda: hvp(top), lambda: tf.zeros_like(top))
         return alphas.stack(), betas.stack(), rows, top, product

@@ -72,7 +72,8 @@ class Checkpointer:
         if self.monitor is not None:
             state["monitor"], arrays = self.monitor.state()
             previous, tracker = arrays.get("previous"), arrays.get("tracker")
-            if previous is not None and tracker is not None and np.array_equal(previous, tracker[:, :previous.shape[1]]):
+            if (previous is not None and tracker is not None
+                    and np.array_equal(previous, tracker[:, :previous.shape[1]])):
                 # The latest measurement's vectors lead the tracker's warm start: store them once.
                 del arrays["previous"]
                 state["previous_columns"] = previous.shape[1]

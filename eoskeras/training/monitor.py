@@ -14,10 +14,11 @@ monitor.records[-1]["lambda_max"], monitor.records[-1]["sharpness_ratio"]
 ```
 
 Logged keys (carried forward between measurements unless
-``carry_forward=False``; ``curvature_step`` says which step they belong to): ``lambda_max``, ``lambda_2`` … ``lambda_k``,
-``threshold`` (e.g. 2/η), ``sharpness_ratio`` (λ_max / threshold),
-``eig_residual`` (largest relative residual), ``eig_hvps``, ``eig_converged``
-(1 when every residual met ``tol``, 0 when the HVP budget ran out first),
+``carry_forward=False``; ``curvature_step`` says which step they belong
+to): ``lambda_max``, ``lambda_2`` … ``lambda_k``, ``threshold`` (e.g. 2/η),
+``sharpness_ratio`` (λ_max / threshold), ``eig_residual`` (largest relative
+residual), ``eig_hvps``, ``eig_converged`` (1 when every residual met
+``tol``, 0 when the HVP budget ran out first),
 ``similarity_prev`` and ``similarity_first`` (Wang & Roberts' subspace
 similarity of the top-k eigenvectors to the previous and the first
 measurement) and ``cosine_first`` (|cos| of the top eigenvector to the first
