@@ -33,15 +33,15 @@ HELD_BASIS_BYTES = 2 ** 30
 
 class HeldLanczos(NamedTuple):
     """What ``HessianOracle.held_lanczos`` returns: ``lanczos_iteration``'s
-    alphas, betas (j − 1), basis rows and last β, and with ``verify`` the top
-    Ritz vector and H times it."""
+    alphas, betas (j − 1), basis rows and last β, the top Ritz vector and H
+    times it (from the steps' own products)."""
 
     alphas: np.ndarray
     betas: np.ndarray
     basis: np.ndarray
     last_beta: float
-    ritz: np.ndarray | None
-    product: np.ndarray | None
+    ritz: np.ndarray
+    product: np.ndarray
 
 
 class HessianOracle:
@@ -134,45 +134,46 @@ class HessianOracle:
 
     matmat = hvp_block
 
-    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual",
-                     verify: bool = False) -> HeldLanczos | None:
+    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0,
+                     criterion: str = "residual") -> HeldLanczos | None:
         """Up to ``steps`` single-vector Lanczos steps from ``q0`` in one graph
         call that holds the forward pass and gradient (the linearisation)
         across the steps, as PyHessian holds its autograd graph; each step is
-        one backward pass through the gradient. Full re-orthogonalisation,
-        twice, in float64. With ``tol`` > 0 it stops once the top Ritz pair's
-        bound (``criterion``, as in ``lanczos``) is at most ``tol`` × max|θ|;
-        with ``verify`` it also returns the top Ritz vector and H times it
-        (one more pass, counted), for a measured residual.
+        one backward pass through the gradient. The same iteration as
+        ``lanczos_iteration`` (full re-orthogonalisation in float64). With
+        ``tol`` > 0 it stops once the top Ritz pair's bound (``criterion``, as
+        in ``lanczos``) is at most ``tol`` × max|θ|. It also returns the top
+        Ritz vector and H times it, combined from the steps' products (by
+        linearity: no further HVP), for a measured residual.
 
         Returns None where nothing can be held: several micro-batches or
         replicas (each would hold its own pass), forward mode, XLA, or a basis
-        over ``HELD_BASIS_BYTES``. The solvers call it when it is there.
+        and its products over ``HELD_BASIS_BYTES``. The solvers call it when it is there.
         """
         objective = self.objective
         steps = min(steps, self.dim)
         if (self.hvp_mode != "reverse" or objective.jit_compile or not objective.one_pass
-                or (steps + 1) * self.dim * 8 > HELD_BASIS_BYTES):
+                or (2 * steps + 1) * self.dim * 8 > HELD_BASIS_BYTES):
             return None
         if self._held_lanczos is None:
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
             signature = objective.signature(tf.TensorSpec([self.dim], tf.float64), scalar(tf.int32),
-                                            scalar(tf.float64), scalar(tf.bool), scalar(tf.bool))
+                                            scalar(tf.float64), scalar(tf.bool))
             # A partial, whose identity is this oracle's: TensorFlow counts traces per code
             # object, and one call per fresh oracle (a sweep) would read as retracing.
             self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature)
+            self._held_concrete = self._held_lanczos.get_concrete_function()  # binding a call costs more
         trainable, non_trainable = objective.point()
-        alphas, betas, basis, ritz, product = (t.numpy() for t in self._held_lanczos(
-            trainable, non_trainable, np.asarray(q0, np.float64) / np.linalg.norm(q0), tf.constant(steps),
-            tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), tf.constant(verify),
-            *objective.data))
+        q0 = np.asarray(q0, np.float64)
+        alphas, betas, basis, ritz, product = (t.numpy() for t in self._held_concrete(
+            trainable, non_trainable, tf.constant(q0 / np.linalg.norm(q0)), tf.constant(steps),
+            tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), *objective.data))
         m = len(alphas)
-        self.num_hvps += m + int(verify)
+        self.num_hvps += m
         breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
-        return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]),
-                           ritz if verify else None, product if verify else None)
+        return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]), ritz, product)
 
-    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, verify, x, y):
+    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, x, y):
         objective = self.objective
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(trainable)
@@ -186,14 +187,20 @@ class HessianOracle:
         def ritz(a, b):  # eigenpairs of the tridiagonal T (ascending); b holds the last β too
             return tf.linalg.eigh(tf.linalg.diag(a) + tf.linalg.diag(b[:-1], k=1) + tf.linalg.diag(b[:-1], k=-1))
 
-        def step(j, basis, alphas, betas, done):
+        def norm(w):  # without tf.norm's squared copy of a dim-long vector
+            return tf.sqrt(tf.tensordot(w, w, 1))
+
+        def project_out(rows, w):
+            return w - tf.linalg.matvec(rows, tf.linalg.matvec(rows, w), transpose_a=True)
+
+        def step(j, basis, products, alphas, betas, last_beta, done):
             q = basis.read(j)
             w = hvp(q)
             alpha = tf.tensordot(q, w, 1)
-            rows = basis.stack()
-            for _ in range(2):  # full re-orthogonalisation, twice
-                w -= tf.linalg.matvec(rows, tf.linalg.matvec(rows, w), transpose_a=True)
-            beta = tf.norm(w)
+            products = products.write(j, w)
+            w -= alpha * q + last_beta * basis.read(tf.maximum(j - 1, 0))  # the three-term recurrence
+            w = reorthogonalised(basis.stack(), w)
+            beta = norm(w)
             alphas, betas = alphas.write(j, alpha), betas.write(j, beta)
             a, b = alphas.stack(), betas.stack()
             breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(a)), tf.reduce_max(b))
@@ -202,17 +209,25 @@ class HessianOracle:
             gap = theta[-1] - tf.concat([[np.inf], theta], 0)[-2]  # one Ritz value has no gap: -inf
             bound = tf.where(eigenvalue, tf.where(gap > 0, estimate ** 2 / tf.maximum(gap, 1e-300), np.inf), estimate)
             converged = (tol > 0) & (bound <= tol * tf.reduce_max(tf.abs(theta)))
-            return j + 1, basis.write(j + 1, w / tf.maximum(beta, 1e-300)), alphas, betas, breakdown | converged
+            return (j + 1, basis.write(j + 1, w / tf.maximum(beta, 1e-300)), products, alphas, betas, beta,
+                    breakdown | converged)
+
+        def reorthogonalised(rows, w):
+            # One classical Gram-Schmidt pass after the three-term recurrence, a second
+            # only where the first cancelled much (as ``lanczos_iteration``).
+            before, w = norm(w), project_out(rows, w)
+            return tf.cond(norm(w) < before * np.sqrt(0.5), lambda: project_out(rows, w), lambda: w)
 
         growing = lambda: tf.TensorArray(tf.float64, size=0, dynamic_size=True, clear_after_read=False)  # noqa: E731
-        _, basis, alphas, betas, _ = tf.while_loop(
-            lambda j, basis, alphas, betas, done: (j < steps) & ~done, step,
-            (tf.constant(0), growing().write(0, q0), growing(), growing(), tf.constant(False)))
-        rows = basis.stack()[:alphas.size()]
-        top = tf.linalg.matvec(rows, ritz(alphas.stack(), betas.stack())[1][:, -1], transpose_a=True)
-        top /= tf.norm(top)
-        product = tf.cond(verify, lambda: hvp(top), lambda: tf.zeros_like(top))
-        return alphas.stack(), betas.stack(), rows, top, product
+        _, basis, products, alphas, betas, _, _ = tf.while_loop(
+            lambda j, *state: (j < steps) & ~state[-1], step,
+            (tf.constant(0), growing().write(0, q0), growing(), growing(), growing(), tf.constant(0.0, tf.float64),
+             tf.constant(False)))
+        m = alphas.size()
+        rows, top = basis.stack()[:m], ritz(alphas.stack(), betas.stack())[1][:, -1]
+        vector, product = (tf.linalg.matvec(r, top, transpose_a=True) for r in (rows, products.stack()))
+        scale = norm(vector)
+        return alphas.stack(), betas.stack(), rows, vector / scale, product / scale
 
     # ------------------------------------------------------ one micro-batch
     def _reverse(self, trainable, non_trainable, v_parts, x, y):
