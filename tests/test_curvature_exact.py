@@ -73,6 +73,21 @@ def test_trace_within_three_standard_errors(name):
         assert abs(estimate.value - exact) <= 3 * estimate.stderr + 1e-9 * abs(exact), estimate
 
 
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_batchnorm"])
+def test_quadratic_forms_are_those_of_the_dense_hessian(name):
+    _, _, _, oracle, reference = setup(name, "batch")
+    oracle.block_size = 1  # columns then go in chunks of 16: 37 columns take three calls
+    vectors = np.random.default_rng(4).standard_normal((oracle.dim, 37))
+    before = oracle.num_hvps
+    forms = oracle.quadratic_forms(vectors)
+    assert oracle.num_hvps - before == 37
+    exact = dense_from_hvps(oracle)  # the oracle's own products, exact to rounding
+    np.testing.assert_allclose(forms, np.einsum("ij,ij->j", vectors, exact @ vectors), rtol=1e-11)
+    assert rel(forms, np.einsum("ij,ij->j", vectors, reference @ vectors)) < 1e-6  # finite differences
+    with pytest.raises(ValueError, match="vectors: expected shape"):
+        oracle.quadratic_forms(vectors[:-1])
+
+
 @pytest.mark.parametrize("name", ["mlp_tanh", "cnn_maxpool", "mlp_regularized"])
 def test_hvp_independent_of_micro_batch_size(name):
     model = build(name)

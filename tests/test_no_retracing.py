@@ -33,20 +33,24 @@ def test_training_steps_and_hvps_do_not_retrace():
     def counts():
         return (oracle._hvp.traced.experimental_get_tracing_count(),
                 oracle._hvp_block.traced.experimental_get_tracing_count(),
+                oracle._quadratic_forms.traced.experimental_get_tracing_count(),
                 oracle.objective._loss_and_gradient.traced.experimental_get_tracing_count())
 
     oracle.hvp(rng.standard_normal(oracle.dim))
     oracle.hvp_block(rng.standard_normal((oracle.dim, 3)))
+    oracle.quadratic_forms(rng.standard_normal((oracle.dim, 3)))
     oracle.loss_and_gradient()
     # One trace each serves the full and the short last micro-batch.
-    assert counts() == (1, 1, 1)
+    assert counts() == (1, 1, 1, 1)
     for width in range(1, oracle.block_size + 1):  # every block width after the first call
         oracle.hvp_block(rng.standard_normal((oracle.dim, width)))
+        oracle.quadratic_forms(rng.standard_normal((oracle.dim, width)))
     oracle.hvp_block(rng.standard_normal((oracle.dim, 2 * oracle.block_size + 3)))  # a short last block
+    eoskeras.hutchpp_trace(oracle, 9)
     tracker.update(oracle)
     for _ in range(3):
         net.trainable_variables[0].assign(net.trainable_variables[0] * 0.99)  # training moved the weights
         tracker.update(oracle)
         oracle.hvp(rng.standard_normal(oracle.dim))
         oracle.hvp(rng.standard_normal(oracle.dim), at=oracle.weights())
-    assert counts() == (1, 1, 1)
+    assert counts() == (1, 1, 1, 1)

@@ -68,6 +68,15 @@ class CountingOperator:
         """H times each column, in one call when the operator can batch them."""
         return apply_block(self.op, block, self)
 
+    def quadratic_forms(self, block: np.ndarray) -> np.ndarray:
+        """vᵀHv for each column v of ``block``: in one call, with nothing
+        dim-sized coming back, when the operator has ``quadratic_forms``."""
+        forms = getattr(self.op, "quadratic_forms", None)
+        if forms is None:
+            return np.einsum("ij,ij->j", block, self.matmat(block))
+        self.count += block.shape[1]
+        return np.asarray(forms(block), dtype=np.float64)
+
     def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual"):
         """The operator's own Lanczos holding its linearisation across steps
         (``HessianOracle.held_lanczos``), counted; None where it has none."""

@@ -82,6 +82,8 @@ class HessianOracle:
         block = lambda v_parts: tf.zeros(tf.stack([tf.shape(v_parts[0])[0], self.dim]), objective.dtype)  # noqa: E731
         self._hvp = objective.reduction(self._reverse if hvp_mode == "reverse" else self._forward, vector, "vector")
         self._hvp_block = objective.reduction(self._linearised_block, block, "block")
+        forms = lambda v_parts: tf.zeros(tf.shape(v_parts[0])[:1], tf.float64)  # noqa: E731
+        self._quadratic_forms = objective.reduction(self._linearised_quadratic_forms, forms, "block")
 
     # ----------------------------------------------------------------- public
     @property
@@ -133,6 +135,21 @@ class HessianOracle:
         return out
 
     matmat = hvp_block
+
+    def quadratic_forms(self, vectors: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """vᵀHv for each column v of ``vectors`` (dim × m), float64. Counts m HVPs.
+
+        What Hutchinson's trace needs, without H V itself: each column's
+        product is reduced in the graph (in float64), as in ``hvp_block`` the
+        forward pass and gradient are held across the columns, and nothing
+        dim-sized comes back. Columns go in chunks of at most ``block_size``
+        × 16 (the input's memory).
+        """
+        rows = self.objective.checked_vectors(vectors, "vectors", block=True)
+        chunk = 16 * self.block_size
+        out = np.concatenate([self._quadratic_forms(rows[i:i + chunk].T, at) for i in range(0, len(rows), chunk)])
+        self.num_hvps += len(rows)
+        return out
 
     def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0,
                      criterion: str = "residual") -> HeldLanczos | None:
@@ -243,18 +260,27 @@ class HessianOracle:
         return self.objective.flatten(acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
     def _linearised_block(self, trainable, non_trainable, v_parts, x, y):
-        # The tape holds the forward pass and the gradient (the linearisation);
-        # each column then costs one backward pass through the gradient.
+        return self._held_columns(trainable, non_trainable, v_parts, x, y, self.objective.dtype,
+                                  lambda hv, v: self.objective.flatten(hv))
+
+    def _linearised_quadratic_forms(self, trainable, non_trainable, v_parts, x, y):
+        def form(hv, v):
+            return tf.add_n([tf.reduce_sum(tf.cast(a, tf.float64) * tf.cast(b, tf.float64)) for a, b in zip(hv, v)])
+        return self._held_columns(trainable, non_trainable, v_parts, x, y, tf.float64, form)
+
+    def _held_columns(self, trainable, non_trainable, v_parts, x, y, dtype, reduce):
+        """``reduce(H v, v)`` (per-variable parts) for each column v of the block.
+        The tape holds the forward pass and the gradient (the linearisation);
+        each column then costs one backward pass through the gradient."""
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(trainable)
             grads = self.objective.gradient(trainable, non_trainable, x, y)
         columns = tf.shape(v_parts[0])[0]
 
         def column(i, out):
-            hv = outer.gradient(grads, trainable, output_gradients=[v[i] for v in v_parts],
-                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return i + 1, out.write(i, self.objective.flatten(hv))
+            v = [part[i] for part in v_parts]
+            hv = outer.gradient(grads, trainable, output_gradients=v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return i + 1, out.write(i, reduce(hv, v))
 
-        _, out = tf.while_loop(lambda i, _: i < columns, column,
-                               (tf.constant(0), tf.TensorArray(self.objective.dtype, size=columns)))
+        _, out = tf.while_loop(lambda i, _: i < columns, column, (tf.constant(0), tf.TensorArray(dtype, size=columns)))
         return out.stack()
