@@ -28,6 +28,8 @@ Keras and PyTorch; measured at initialisation and after 200 full-batch GD steps
   to judge both Hutchinson estimates.
 
 Times are medians over ``REPEATS`` interleaved repeats; ratios eoskeras / PyHessian.
+A first table times the products an HVP of this MLP is made of, alone, in
+TensorFlow and in PyTorch: the floor each library's HVP stands on.
 """
 from __future__ import annotations
 
@@ -129,6 +131,7 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
     ours_reused = oracle()
     ours_reused.hvp(np.ones(ours_reused.dim))  # trace once
     ours_reused.hvp_block(np.ones((ours_reused.dim, 2)))
+    ours_reused.quadratic_forms(np.ones((ours_reused.dim, 2)))
     peer_reused = peer_object()
     t: dict[str, list[float]] = {k: [] for k in ("peer_fresh", "peer", "ours_tr_fresh", "ours_tr", "peer_tr_fresh",
                                                  "peer_tr", *(f"{c}{w}" for c in CRITERIA for w in ("_fresh", "", "_host")))}
@@ -198,6 +201,36 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
     ], lam_ref
 
 
+def kernels(x: np.ndarray) -> list[list[object]]:
+    """The MLP's products with the input and the 200 × 200 layer alone, in
+    TensorFlow and in PyTorch (each summed to a scalar, as both must finish):
+    what an HVP is built of, so what bounds its time in each library."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = x.reshape(len(x), -1).astype(np.float32)
+    wide, square = (rng.standard_normal(shape).astype(np.float32) for shape in ((len(a), 200), (200, 200)))
+    products = {
+        "X W₁ (4000×784 · 784×200)": (a, rng.standard_normal((a.shape[1], 200)).astype(np.float32), False),
+        "Xᵀ D (784×4000 · 4000×200)": (a, wide, True),
+        "A W₂ (4000×200 · 200×200)": (wide, square, False),
+    }
+    rows = []
+    for name, (left, right, transpose) in products.items():
+        tl, tr, pl, pr = tf.constant(left), tf.constant(right), torch.from_numpy(left), torch.from_numpy(right)
+        ours = tf.function(lambda tl=tl, tr=tr, transpose=transpose: tf.reduce_sum(tf.matmul(tl, tr, transpose_a=transpose)))
+        theirs = (lambda pl=pl, pr=pr, transpose=transpose: float(((pl.T if transpose else pl) @ pr).sum()))
+        times: dict[str, list[float]] = {"ours": [], "theirs": []}
+        for _ in range(3):
+            ours(), theirs()  # warm-up and tracing
+        for _ in range(20):  # interleaved
+            times["ours"].append(timed(lambda: float(ours()))[0])
+            times["theirs"].append(timed(theirs)[0])
+        ms = {k: 1e3 * median(v) for k, v in times.items()}
+        rows.append(["kernels", f"{name}, ms", ms["ours"], ms["theirs"], ms["ours"] / ms["theirs"]])
+    return rows
+
+
 def main() -> None:
     print(machine(), f"| torch {torch.__version__} ({torch.get_num_threads()} threads)")
     bundle = eoskeras.load_data(eoskeras.DataSpec("mnist5k"))
@@ -206,6 +239,8 @@ def main() -> None:
     counter = CountingHVPs()
     header = ["state", "quantity", "eoskeras", "PyHessian", "eoskeras / PyHessian"]
     title = f"eoskeras vs PyHessian: 784-200-200-10 tanh MLP, MSE, {len(x)} digits, float32, tol {TOL}"
+    print_table("TensorFlow's and PyTorch's kernels on the MLP's shapes (medians of 20 interleaved)",
+                ["", "product", "TensorFlow", "PyTorch", "TensorFlow / PyTorch"], kernels(x))
     rows, lam0 = compare(net, x, y, counter, "init")
     print_table(title, header, rows)  # as soon as it is measured: the second state takes longer
     model = eoskeras.FullBatchModel(net, loss="mse")

@@ -216,8 +216,7 @@ class HessianOracle:
             alpha = tf.tensordot(q, w, 1)
             products = products.write(j, w)
             w -= alpha * q + last_beta * basis.read(tf.maximum(j - 1, 0))  # the three-term recurrence
-            w = reorthogonalised(basis.stack(), w)
-            beta = norm(w)
+            w, beta = reorthogonalised(basis.stack(), w)
             alphas, betas = alphas.write(j, alpha), betas.write(j, beta)
             a, b = alphas.stack(), betas.stack()
             breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(a)), tf.reduce_max(b))
@@ -229,11 +228,15 @@ class HessianOracle:
             return (j + 1, basis.write(j + 1, w / tf.maximum(beta, 1e-300)), products, alphas, betas, beta,
                     breakdown | converged)
 
+        def with_norm(w):
+            return w, norm(w)
+
         def reorthogonalised(rows, w):
             # One classical Gram-Schmidt pass after the three-term recurrence, a second
-            # only where the first cancelled much (as ``lanczos_iteration``).
-            before, w = norm(w), project_out(rows, w)
-            return tf.cond(norm(w) < before * np.sqrt(0.5), lambda: project_out(rows, w), lambda: w)
+            # only where the first cancelled much (as ``lanczos_iteration``); w and its norm.
+            before = norm(w)
+            w, after = with_norm(project_out(rows, w))
+            return tf.cond(after < before * np.sqrt(0.5), lambda: with_norm(project_out(rows, w)), lambda: (w, after))
 
         growing = lambda: tf.TensorArray(tf.float64, size=0, dynamic_size=True, clear_after_read=False)  # noqa: E731
         _, basis, products, alphas, betas, _, _ = tf.while_loop(
