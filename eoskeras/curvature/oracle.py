@@ -27,8 +27,9 @@ from eoskeras.curvature.choices import HVP_MODES, check_choice
 from eoskeras.curvature.objective import CurvatureObjective, dense
 from eoskeras.losses import PerExampleLoss
 
-# The most memory a held Lanczos basis may take (float64 rows); beyond it, host-driven Lanczos.
-HELD_BASIS_BYTES = 2 ** 30
+# The most memory a held Lanczos basis and its products may take (float64 rows) if it runs to
+# its last step; beyond it, host-driven Lanczos, which keeps the same two.
+HELD_BASIS_BYTES = 2 ** 31
 
 
 class HeldLanczos(NamedTuple):
