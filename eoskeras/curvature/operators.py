@@ -130,6 +130,10 @@ def orthonormal_rows(w: np.ndarray, basis: np.ndarray | None = None, drop_below:
     w = np.atleast_2d(np.asarray(w, dtype=np.float64))
     if basis is not None and len(basis):
         w = orthogonal_to_rows(w, basis)
+    elif np.abs(w @ w.T - np.eye(len(w))).max() <= 1e-12:
+        # Already orthonormal (a tracker's warm start of Ritz vectors): a Gram matrix
+        # costs a fraction of the QR.
+        return np.ascontiguousarray(w)
     scale = max(row_norms(w).max(initial=0.0), 1e-300)
     r = np.linalg.qr(w.T, mode="r")
     diagonal = np.abs(np.diag(r))
