@@ -167,15 +167,16 @@ def lanczos(
 
     ``criterion="eigenvalue"`` makes ``tol`` bound the eigenvalues' error
     rather than the residuals: residual² / gap (``error_bounds``), which
-    Lanczos reaches in fewer steps (on the peer benchmark's MLP, 9–10 HVPs
-    instead of 12–13 for 1e-3), with the vectors correspondingly less exact.
+    Lanczos reaches in fewer steps (on the peer benchmark's MLP, 8–9 HVPs
+    instead of 11–12 for 1e-3), with the vectors correspondingly less exact.
 
     For k = 1 on a ``HessianOracle`` whose data is one micro-batch, the
     steps run inside one graph call that holds the forward pass and gradient
     (``HessianOracle.held_lanczos``): same iteration, same stopping rule,
     each step one backward pass instead of a fresh HVP. On the peer
-    benchmark's MLP a solve takes ~0.8 of the time, but its first call traces
-    a larger graph (0.2–0.4 s more); ``hold=False`` drives every step from here.
+    benchmark's MLP a solve takes 0.67–0.89 of the time, but its first call
+    traces and optimises a larger graph (0.2–0.5 s); ``hold=False`` drives
+    every step from here.
     """
     n = op.dim
     if not 1 <= k <= n:
