@@ -86,6 +86,10 @@ def test_quadratic_forms_are_those_of_the_dense_hessian(name):
     assert rel(forms, np.einsum("ij,ij->j", vectors, reference @ vectors)) < 1e-6  # finite differences
     with pytest.raises(ValueError, match="vectors: expected shape"):
         oracle.quadratic_forms(vectors[:-1])
+    model, x, y = oracle.model, *oracle.objective.data
+    forward = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=len(x), dtype="float64",
+                                     hvp_mode="forward")
+    np.testing.assert_allclose(forward.quadratic_forms(vectors[:, :3]), forms[:3], rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["mlp_tanh", "cnn_maxpool", "mlp_regularized"])

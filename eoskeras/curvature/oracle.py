@@ -144,9 +144,11 @@ class HessianOracle:
         product is reduced in the graph (in float64), as in ``hvp_block`` the
         forward pass and gradient are held across the columns, and nothing
         dim-sized comes back. Columns go in chunks of at most ``block_size``
-        × 16 (the input's memory).
+        × 16 (the input's memory). In forward mode, from ``hvp_block``.
         """
         rows = self.objective.checked_vectors(vectors, "vectors", block=True)
+        if self.hvp_mode == "forward":  # its products, as hvp_block takes them
+            return np.einsum("ij,ij->i", rows, self.hvp_block(rows.T, at).T)
         chunk = 16 * self.block_size
         out = np.concatenate([self._quadratic_forms(rows[i:i + chunk].T, at) for i in range(0, len(rows), chunk)])
         self.num_hvps += len(rows)
