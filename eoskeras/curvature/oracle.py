@@ -12,7 +12,8 @@ print(oracle.describe())                       # the mode every number was compu
 The data, micro-batches, replicas, twin and vector layout belong to the
 ``CurvatureObjective`` (``objective.py``); this module holds only the products
 computed on one micro-batch: double backprop, forward-over-reverse, a block
-of products sharing one linearisation, and Lanczos steps sharing one.
+of products (or of their quadratic forms vᵀHv) sharing one linearisation, and
+Lanczos steps sharing one.
 """
 from __future__ import annotations
 
