@@ -24,6 +24,7 @@ random-number state are never touched.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import keras
@@ -168,15 +169,15 @@ class CurvatureObjective:
                 "block": tf.TensorSpec([None, self.dim], tf.float64)}[vector]
         graph = tf.function(over_data, input_signature=self.signature(flat))
         replicated = tf.function(self._replicate(over_data)) if len(self._shards) > 1 else None
-        concrete = []  # the signature's one graph, called directly: binding a call to it costs more
+        # The signature's one graph, traced on first use and called directly: binding a call costs more.
+        concrete = functools.cache(graph.get_concrete_function)
 
         def run(v: np.ndarray | None, at: np.ndarray | None = None) -> Any:
             block = vector == "block"
             flat_v = [] if vector is None else tf.constant(self.checked_vectors(v, "vectors" if block else "v", block))
             trainable, non_trainable = self.point(at)
             if replicated is None:
-                concrete[:] = concrete or [graph.get_concrete_function()]
-                total = concrete[0](trainable, non_trainable, flat_v, *self._shards[0])
+                total = concrete()(trainable, non_trainable, flat_v, *self._shards[0])
             else:
                 shards = self.strategy.experimental_distribute_values_from_function(
                     lambda context: self._shards[context.replica_id_in_sync_group])

@@ -247,11 +247,11 @@ class HessianOracle:
             lambda j, *state: (j < steps) & ~state[-1], step,
             (tf.constant(0), growing().write(0, q0), growing(), growing(), growing(), tf.constant(0.0, tf.float64),
              tf.constant(False)))
-        m = alphas.size()
-        rows, top = basis.stack()[:m], ritz(alphas.stack(), betas.stack())[1][:, -1]
+        a, b = alphas.stack(), betas.stack()
+        rows, top = basis.stack()[:alphas.size()], ritz(a, b)[1][:, -1]
         vector, product = (tf.linalg.matvec(r, top, transpose_a=True) for r in (rows, products.stack()))
         scale = norm(vector)
-        return alphas.stack(), betas.stack(), rows, vector / scale, product / scale
+        return a, b, rows, vector / scale, product / scale
 
     # ------------------------------------------------------ one micro-batch
     def _reverse(self, trainable, non_trainable, v_parts, x, y):
