@@ -249,6 +249,9 @@ DAMAGE = {
     "checkpoint-files-deleted": _delete("checkpoints/ckpt-*"),
     "checkpoint-data-truncated": _truncate("checkpoints/ckpt-40.data-*"),
     "callback-state-deleted": _delete("checkpoints/state_*.npz"),
+    "first-vectors-deleted": _delete("checkpoints/first_vectors.npz"),
+    "curvature-log-cut-short": lambda run: (run / layout.CURVATURE).write_text(
+        (run / layout.CURVATURE).read_text().splitlines(keepends=True)[0]),
     "result-json-garbage": _write(layout.RESULT, "{not json"),
     "result-json-deleted": _delete(layout.RESULT),
 }
@@ -261,6 +264,22 @@ def test_damaged_checkpoint_gives_a_clear_error_on_resume(reference: Path, tmp_p
     damage(run)
     result = invoke(*TRAIN, "--out", str(run), "--resume", "--quiet")
     assert_clean_failure(result, 1, "cannot resume", "--overwrite")
+
+
+def test_checkpoints_write_nothing_twice(reference: Path) -> None:
+    """The first measurement's vectors are written once and the records are
+    counted, not copied: a checkpoint's cost does not grow with the run."""
+    checkpoints = reference / layout.CHECKPOINTS
+    state = json.loads((checkpoints / "state.json").read_text())
+    measured = read_jsonl(reference / layout.CURVATURE)
+    assert state["monitor"]["records"] == len(measured) == STEPS // 10 + 1
+    first = checkpoints / state["first_vectors"]
+    # Written at the first checkpoint (step 10), before the milestone weights of step 20.
+    assert first.stat().st_mtime_ns < (checkpoints / layout.MILESTONES / "step_0000020.index").stat().st_mtime_ns
+    with np.load(first) as stored:
+        vectors = stored["first"]
+    # The eigenvector files are stored in the recipe's vectors_dtype (float16 by default).
+    np.testing.assert_allclose(vectors, np.load(reference / layout.eigenvector_file(0)), rtol=1e-3, atol=1e-7)
 
 
 def test_resuming_with_a_different_recipe_is_refused(reference: Path, tmp_path: Path) -> None:

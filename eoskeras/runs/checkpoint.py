@@ -4,6 +4,12 @@ eigen-tracker's warm-start vectors and the stopping rules' progress.
 ``tf.train.Checkpoint`` holds the TensorFlow state; the callbacks' state goes
 to ``state_<step>.npz`` and ``state.json``. ``state.json`` is replaced
 atomically *last*, so it always names a complete checkpoint.
+
+What never changes or is already on disk is not written again: the first
+measurement's eigenvectors go to ``first_vectors.npz`` once, and the
+monitor's records are read back from ``curvature.jsonl`` (which the recorder
+writes before each checkpoint; ``state.json`` keeps their count), so a
+checkpoint costs the same at step 10 and at step 10,000.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from eoskeras.runs import layout
-from eoskeras.runs.files import RunWriteError, atomic_write_json, writing
+from eoskeras.runs.files import RunWriteError, atomic_save_npz, atomic_write_json, read_jsonl, writing
 from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.stopping import StopConditions
 
@@ -26,6 +32,7 @@ class CheckpointError(Exception):
 
 
 _REMEDY = "start the run again with --overwrite, or choose another --out"
+FIRST_VECTORS = "first_vectors.npz"
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -53,6 +60,7 @@ class Checkpointer:
     def __init__(self, run_dir: Path, network: keras.Model, optimizer: keras.optimizers.Optimizer,
                  monitor: SharpnessMonitor | None, stop: StopConditions, keep: int = 2) -> None:
         self.directory = Path(run_dir) / layout.CHECKPOINTS
+        self.curvature = Path(run_dir) / layout.CURVATURE
         self.monitor, self.stop, self.keep = monitor, stop, keep
         self.network = network
         self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer)
@@ -70,7 +78,13 @@ class Checkpointer:
         state: dict[str, Any] = {"step": step, "checkpoint": Path(prefix).name, "stop": self.stop.state(), **(extra or {})}
         arrays_file = self.directory / f"state_{step:07d}.npz"
         if self.monitor is not None:
-            state["monitor"], arrays = self.monitor.state()
+            monitor_state, arrays = self.monitor.state()
+            state["monitor"] = {**monitor_state, "records": len(monitor_state["records"])}
+            first = arrays.pop("first", None)
+            if first is not None:
+                if not (self.directory / FIRST_VECTORS).exists():
+                    atomic_save_npz(self.directory / FIRST_VECTORS, first=first)  # synced: state.json names it
+                state["first_vectors"] = FIRST_VECTORS
             previous, tracker = arrays.get("previous"), arrays.get("tracker")
             if (previous is not None and tracker is not None
                     and np.array_equal(previous, tracker[:, :previous.shape[1]])):
@@ -103,11 +117,14 @@ class Checkpointer:
             if self.monitor is not None and "monitor" in state:
                 with np.load(self.directory / state["arrays"]) as stored:
                     arrays = dict(stored)
+                if "first_vectors" in state:
+                    with np.load(self.directory / state["first_vectors"]) as stored:
+                        arrays["first"] = stored["first"]
                 if "previous_columns" in state:
                     arrays["previous"] = arrays["tracker"][:, :state["previous_columns"]]
                 elif state.get("previous_is_tracker"):  # written before the warm start held guard vectors
                     arrays["previous"] = arrays["tracker"]
-                self.monitor.load_state(state["monitor"], arrays)
+                self.monitor.load_state(self._monitor_records(state), arrays)
             self.stop.load_state(state["stop"])
         # TensorFlow reports a truncated checkpoint file as an IndexError; TypeError: a field of the wrong type.
         except (OSError, KeyError, TypeError, IndexError, ValueError, AssertionError, tf.errors.OpError) as err:
@@ -115,6 +132,18 @@ class Checkpointer:
                                   ) from err
         self.last_step = state["step"]
         return state
+
+    def _monitor_records(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The monitor's state with its records: stored inline by older
+        checkpoints, else the first ``records`` rows of ``curvature.jsonl``."""
+        monitor = state["monitor"]
+        if isinstance(monitor["records"], list):
+            return monitor
+        rows = [r for r in read_jsonl(self.curvature) if r.get("step", 0) <= state["step"]]
+        if len(rows) != monitor["records"]:
+            raise CheckpointError(f"cannot resume: {self.curvature} holds {len(rows)} measurements up to step "
+                                  f"{state['step']}, the checkpoint {monitor['records']}; {_REMEDY}")
+        return {**monitor, "records": rows}
 
     def _prune_arrays(self) -> None:
         # Only the arrays state.json names are ever restored (it is replaced after they are written).
