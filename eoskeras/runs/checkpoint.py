@@ -8,8 +8,8 @@ atomically *last*, so it always names a complete checkpoint.
 What never changes or is already on disk is not written again: the first
 measurement's eigenvectors go to ``first_vectors.npz`` once, and the
 monitor's records are read back from ``curvature.jsonl`` (which the recorder
-writes before each checkpoint; ``state.json`` keeps their count), so a
-checkpoint costs the same at step 10 and at step 10,000.
+writes before each checkpoint; ``state.json`` keeps their count), so what a
+checkpoint writes does not grow with the number of measurements.
 """
 from __future__ import annotations
 
