@@ -41,10 +41,11 @@ from eoskeras.runs.recorder import RunRecorder
 from eoskeras.runs.strategy import is_chief, make_strategy
 from eoskeras.training.flatness_report import FlatnessReport
 from eoskeras.training.full_batch import FullBatchModel, check_ghost_batches
+from eoskeras.training.measured import lr_rule_operator
 from eoskeras.training.monitor import SharpnessMonitor
 from eoskeras.training.optimizers import make_optimizer
 from eoskeras.training.stopping import StopConditions
-from eoskeras.training.thresholds import is_adaptive, lr_rule_operator, stability_threshold, threshold_learning_rate
+from eoskeras.training.thresholds import is_adaptive, stability_threshold, threshold_learning_rate
 
 ProgressFactory = Callable[[int, int], keras.callbacks.Callback]
 

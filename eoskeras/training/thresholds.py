@@ -11,7 +11,6 @@ Example:
 ```python
 threshold = stability_threshold(model.optimizer)             # e.g. 2/eta for GD
 p = preconditioner(model.optimizer, model.trainable_variables)  # None for SGD
-op, rule = lr_rule_operator(oracle, optimizer)    # what lr_relative is relative to
 ```
 """
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from eoskeras.curvature.operators import PreconditionedOperator, SymmetricOperator
 from eoskeras.training.catalog import HYPERPARAMETER_NAMES, OPTIMIZERS, hyperparameters
 from eoskeras.training.optimizers import ClippedAdam, ClippedRMSprop, catalog_name, clip_denominator
 
@@ -109,14 +107,6 @@ def _denominator(optimizer: keras.optimizers.Optimizer, v: np.ndarray, step: int
     return np.sqrt(v_hat) + eps / np.sqrt(correction)
 
 
-# The rule lr_relative follows for adaptive optimisers, recorded in result.json.
-ADAPTIVE_LR_RULE = ("lr = lr_relative x threshold_numerator / lambda_max(P^-1 H) at the initial weights, with P the "
-                    "optimiser's stationary denominator under the initial full-batch gradient g0: second moment "
-                    "v = g0^2, no bias correction (Adam: sqrt(v) + eps; RMSProp: sqrt(v + eps); clipped variants "
-                    "clip sqrt(v) first)")
-PLAIN_LR_RULE = "lr = lr_relative x threshold_numerator / lambda_max(H) at the initial weights"
-
-
 def lr_rule_preconditioner(optimizer: keras.optimizers.Optimizer, gradient: np.ndarray) -> np.ndarray | None:
     """The preconditioner that ``lr_relative`` is resolved against (None for
     non-adaptive optimisers): see ``ADAPTIVE_LR_RULE``.
@@ -133,18 +123,8 @@ def lr_rule_preconditioner(optimizer: keras.optimizers.Optimizer, gradient: np.n
     Coordinates whose initial gradient is near zero still get P ≈ ε, as they
     do in Adam's own early steps: that is the optimiser, not the rule.
     Reproduce it with ``lr_rule_preconditioner(optimizer, g0)`` and
-    ``PreconditionedOperator``.
+    ``PreconditionedOperator`` (``measured.lr_rule_operator`` does).
     """
     if not is_adaptive(optimizer):
         return None
     return _denominator(optimizer, np.square(np.asarray(gradient, dtype=np.float64)), None)
-
-
-def lr_rule_operator(oracle, optimizer: keras.optimizers.Optimizer) -> tuple[SymmetricOperator, str]:
-    """The operator whose λ_max ``lr_relative`` is relative to, and the rule in
-    words (``PLAIN_LR_RULE`` or ``ADAPTIVE_LR_RULE``) for the run's record.
-    ``oracle`` gives the loss's Hessian products and gradient at the initial weights."""
-    if not is_adaptive(optimizer):
-        return oracle, PLAIN_LR_RULE
-    p = lr_rule_preconditioner(optimizer, oracle.loss_and_gradient()[1])
-    return PreconditionedOperator(oracle, p), ADAPTIVE_LR_RULE
