@@ -140,8 +140,9 @@ def worker_scratch(path: Path, *, resume: bool) -> Iterator[Path]:
     """A private directory, removed afterwards, for a non-chief worker of a
     multi-worker run (Keras's convention: every worker saves its checkpoints,
     only the chief's are kept). Resuming starts from a copy of the chief's
-    last checkpoint, so ``path`` must be visible to every worker (a shared
-    file system) to resume; a fresh run needs only the chief's."""
+    last checkpoint (and the curvature log its monitor state is read back
+    from), so ``path`` must be visible to every worker (a shared file system)
+    to resume; a fresh run needs only the chief's."""
     scratch = _scratch_path(path)
     shutil.rmtree(scratch, ignore_errors=True)  # what this worker left when it was killed
     scratch.mkdir(parents=True)
@@ -150,6 +151,8 @@ def worker_scratch(path: Path, *, resume: bool) -> Iterator[Path]:
             check(path, resume=True)
             shutil.copy2(Path(path) / layout.RESULT, scratch / layout.RESULT)
             shutil.copytree(Path(path) / layout.CHECKPOINTS, scratch / layout.CHECKPOINTS)
+            if (Path(path) / layout.CURVATURE).exists():
+                shutil.copy2(Path(path) / layout.CURVATURE, scratch / layout.CURVATURE)
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
