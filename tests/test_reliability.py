@@ -282,6 +282,26 @@ def test_checkpoints_write_nothing_twice(reference: Path) -> None:
     np.testing.assert_allclose(vectors, np.load(reference / layout.eigenvector_file(0)), rtol=1e-3, atol=1e-7)
 
 
+def test_a_checkpoint_with_its_records_inline_still_resumes(reference: Path, tmp_path: Path) -> None:
+    """A checkpoint as written before first_vectors.npz: the records inline in
+    state.json, the first vectors in the step's npz."""
+    run = shutil.copytree(reference, tmp_path / "run")
+    checkpoints = run / layout.CHECKPOINTS
+    state = json.loads((checkpoints / "state.json").read_text())
+    state["monitor"]["records"] = [r for r in read_jsonl(run / layout.CURVATURE) if r["step"] <= state["step"]]
+    with np.load(checkpoints / state["arrays"]) as stored:
+        arrays = dict(stored)
+    with np.load(checkpoints / state.pop("first_vectors")) as stored:
+        arrays["first"] = stored["first"]
+    np.savez(checkpoints / state["arrays"], **arrays)
+    (checkpoints / "first_vectors.npz").unlink()
+    (checkpoints / "state.json").write_text(json.dumps(state))
+    (run / layout.CURVATURE).unlink()  # the inline records are what is restored
+    result = invoke(*TRAIN, "--out", str(run), "--resume", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / layout.RESULT).read_text())["curvature_measurements"] == STEPS // 10 + 1
+
+
 def test_resuming_with_a_different_recipe_is_refused(reference: Path, tmp_path: Path) -> None:
     run = shutil.copytree(reference, tmp_path / "run")
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
