@@ -207,8 +207,9 @@ def lanczos(
             raise RuntimeError(f"Lanczos found an invariant subspace of dimension {len(theta)} < k={k}; "
                                "pass another v0/seed")
         wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
-        norms = np.linalg.norm(s[:, wanted].T @ basis, axis=1)
-        vectors, products = ((s[:, wanted].T @ rows).T / norms for rows in (basis, h_basis))
+        ritz, h_ritz = s[:, wanted].T @ basis, s[:, wanted].T @ h_basis
+        norms = row_norms(ritz)
+        vectors, products = ritz.T / norms, h_ritz.T / norms
     residuals = np.linalg.norm(products - vectors * theta[wanted], axis=0)
     scale = max(np.abs(theta).max(), 1e-300)
     return Spectrum(

@@ -78,8 +78,8 @@ class Checkpointer:
         state: dict[str, Any] = {"step": step, "checkpoint": Path(prefix).name, "stop": self.stop.state(), **(extra or {})}
         arrays_file = self.directory / f"state_{step:07d}.npz"
         if self.monitor is not None:
-            monitor_state, arrays = self.monitor.state()
-            state["monitor"] = {**monitor_state, "records": len(monitor_state["records"])}
+            arrays = self.monitor.state()
+            state["monitor"] = {"records": len(self.monitor.records)}
             first = arrays.pop("first", None)
             if first is not None:
                 if not (self.directory / FIRST_VECTORS).exists():
@@ -133,17 +133,17 @@ class Checkpointer:
         self.last_step = state["step"]
         return state
 
-    def _monitor_records(self, state: dict[str, Any]) -> dict[str, Any]:
-        """The monitor's state with its records: stored inline by older
-        checkpoints, else the first ``records`` rows of ``curvature.jsonl``."""
-        monitor = state["monitor"]
-        if isinstance(monitor["records"], list):
-            return monitor
+    def _monitor_records(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The monitor's records: stored inline by older checkpoints, else the
+        first ``records`` rows of ``curvature.jsonl``."""
+        count = state["monitor"]["records"]
+        if isinstance(count, list):
+            return count
         rows = [r for r in read_jsonl(self.curvature) if r.get("step", 0) <= state["step"]]
-        if len(rows) != monitor["records"]:
+        if len(rows) != count:
             raise CheckpointError(f"cannot resume: {self.curvature} holds {len(rows)} measurements up to step "
-                                  f"{state['step']}, the checkpoint {monitor['records']}; {_REMEDY}")
-        return {**monitor, "records": rows}
+                                  f"{state['step']}, the checkpoint {count}; {_REMEDY}")
+        return rows
 
     def _prune_arrays(self) -> None:
         # Only the arrays state.json names are ever restored (it is replaced after they are written).

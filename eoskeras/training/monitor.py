@@ -193,16 +193,17 @@ class SharpnessMonitor(keras.callbacks.Callback):
         self.latest_logs, self._unlogged = self._as_logs(record), True
         return record
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON-ready state and arrays that ``load_state`` restores (resume)."""
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays that ``load_state`` restores (resume), with the records
+        (``public_records()``, which a run has already written out)."""
         arrays = {name: value for name, value in (
             ("tracker", self.tracker.vectors), ("first", self.first_vectors),
             ("inference_tracker", self.inference_tracker.vectors if self.inference_tracker else None),
             ("previous", self.records[-1]["_vectors"] if self.records else None)) if value is not None}
-        return {"records": self.public_records()}, arrays
+        return arrays
 
-    def load_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.records = [dict(r) for r in state["records"]]
+    def load_state(self, records: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> None:
+        self.records = [dict(r) for r in records]
         if self.records and "previous" in arrays:
             self.records[-1]["_vectors"] = arrays["previous"]
         self.first_vectors = arrays.get("first")
