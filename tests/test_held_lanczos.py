@@ -59,3 +59,58 @@ def test_nothing_is_held_where_it_cannot_be(monkeypatch):
     dense = np.stack([preconditioned.matvec(e) for e in np.eye(held.dim)], axis=1)
     spectrum = eoskeras.lanczos(preconditioned, k=1, tol=1e-10)
     assert spectrum.lambda_max == pytest.approx(np.linalg.eigvalsh((dense + dense.T) / 2)[-1], rel=1e-9)
+
+
+def test_a_subset_start_solves_the_subsets_hessian_then_all_the_data():
+    model = build("mlp_tanh")
+    x, y = data_for(model, n=48)
+    oracle = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=len(x), dtype="float64")
+    full = finite_difference_hessian(model, "cross_entropy", x, y, training=True)
+    top = np.linalg.eigvalsh((full + full.T) / 2)[-1]
+    # The subset's solve is the Hessian of 12 examples drawn with the seed, in the same graph.
+    chosen = np.sort(np.random.default_rng(5).choice(len(x), 12, replace=False))
+    part = finite_difference_hessian(model, "cross_entropy", x[chosen], y[chosen], training=True)
+    first = oracle.held_lanczos(np.ones(oracle.dim), oracle.dim, 1e-10, subset=12, seed=5)
+    alphas, betas = first.alphas, first.betas
+    theta = np.linalg.eigvalsh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+    assert theta[-1] == pytest.approx(np.linalg.eigvalsh((part + part.T) / 2)[-1], rel=1e-6)
+    assert oracle.num_hvps == 0  # another operator's products
+    for criterion in ("residual", "eigenvalue"):
+        before = oracle.num_hvps
+        spectrum = eoskeras.lanczos(oracle, k=1, tol=1e-8, seed=5, criterion=criterion, start_examples=12)
+        assert spectrum.converged and spectrum.info["start_examples"] == 12 and spectrum.info["start_hvps"] > 0
+        assert spectrum.num_hvps == oracle.num_hvps - before  # the full data's products only
+        assert abs(spectrum.lambda_max - top) <= 1e-6 * abs(top)
+    assert oracle._held_lanczos.experimental_get_tracing_count() == 1  # subset and full data: one trace
+
+
+def test_the_second_eigenvalue_caps_the_gap_the_eigenvalue_criterion_divides_by():
+    theta, residuals = np.array([10.0, 2.0]), np.array([1.0])
+    assert eoskeras.curvature.lanczos.error_bounds(theta, [0], residuals, "eigenvalue")[0] == pytest.approx(1 / 8)
+    assert eoskeras.curvature.lanczos.error_bounds(theta, [0], residuals, "eigenvalue", 9.0)[0] == pytest.approx(1.0)
+    assert eoskeras.curvature.lanczos.error_bounds(theta, [0], residuals, "eigenvalue", 11.0)[0] == pytest.approx(1 / 8)
+    assert eoskeras.curvature.lanczos.error_bounds(theta, [0], residuals, "residual", 9.0)[0] == 1.0
+    # The held graph takes the same cap: told that a second eigenvalue lies just below
+    # the Ritz value it stopped at, it goes on.
+    held, _, _ = oracles("mlp_tanh")
+    q0 = np.random.default_rng(0).standard_normal(held.dim)
+    free = held.held_lanczos(q0, held.dim, 1e-1, "eigenvalue")
+    top = eoskeras.curvature.lanczos.tridiagonal_eigh(free.alphas, free.betas)[0][-1]
+    capped = held.held_lanczos(q0, held.dim, 1e-1, "eigenvalue", second=top * (1 - 1e-3))
+    assert len(capped.alphas) > len(free.alphas), (len(capped.alphas), len(free.alphas))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"k": 2}, "k=1"), ({"hold": False}, "hold=True"), ({"smallest": True}, "smallest"),
+    ({"start_examples": 24}, "1 <= start_examples < 24"),
+])
+def test_a_subset_start_refuses_what_it_cannot_do(options, message):
+    held, _, _ = oracles("mlp_tanh")
+    with pytest.raises(ValueError, match=message):
+        eoskeras.lanczos(held, **{"k": 1, "start_examples": 6, **options})
+
+
+def test_a_subset_start_needs_an_oracle_that_holds():
+    forward, _, _ = oracles("mlp_tanh", hvp_mode="forward")
+    with pytest.raises(ValueError, match="one micro-batch, reverse mode"):
+        eoskeras.lanczos(forward, k=1, start_examples=6)

@@ -282,14 +282,16 @@ class CurvatureObjective:
                 lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
         return run
 
-    def signature(self, *middle: Any) -> list[Any]:
+    def signature(self, *middle: Any, any_batch: bool = False) -> list[Any]:
         """The input signature of a graph taking ``point()``'s two lists,
-        then ``middle``, then the data's (x, y) in their exact shapes."""
+        then ``middle``, then the data's (x, y) in their exact shapes (with
+        ``any_batch``, any number of examples: a subset of them too)."""
         trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
         x, y = self._shards[0]
+        data = [tf.TensorSpec([None, *t.shape[1:]] if any_batch else t.shape, t.dtype) for t in (x, y)]
         return [[tf.TensorSpec(trainable[j].shape, self.dtype) for j in self.twin.trainable_order],
                 [tf.TensorSpec(non_trainable[j].shape, self.dtype) for j in self.twin.non_trainable_order],
-                *middle, tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype)]
+                *middle, *data]
 
     def _chunk_loss_and_gradient(self, trainable, non_trainable, v_parts, x, y):
         loss, grads = self.loss_and_gradient_parts(trainable, non_trainable, x, y)

@@ -77,12 +77,14 @@ class CountingOperator:
         self.count += block.shape[1]
         return np.asarray(forms(block), dtype=np.float64)
 
-    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual"):
+    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual",
+                     **options):
         """The operator's own Lanczos holding its linearisation across steps
-        (``HessianOracle.held_lanczos``), counted; None where it has none."""
+        (``HessianOracle.held_lanczos``, with its ``options``), counted unless
+        on a subset of the data; None where it has none."""
         held = getattr(self.op, "held_lanczos", None)
-        result = held(q0, steps, tol, criterion) if held is not None else None
-        if result is not None:
+        result = held(q0, steps, tol, criterion, **options) if held is not None else None
+        if result is not None and options.get("subset") is None:
             self.count += len(result.alphas)
         return result
 

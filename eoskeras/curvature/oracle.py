@@ -155,8 +155,8 @@ class HessianOracle:
         self.num_hvps += len(rows)
         return out
 
-    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0,
-                     criterion: str = "residual") -> HeldLanczos | None:
+    def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual", *,
+                     subset: int | None = None, seed: int = 0, second: float = -np.inf) -> HeldLanczos | None:
         """Up to ``steps`` single-vector Lanczos steps from ``q0`` in one graph
         call that holds the forward pass and gradient (the linearisation)
         across the steps, as PyHessian holds its autograd graph; each step is
@@ -166,6 +166,12 @@ class HessianOracle:
         in ``lanczos``) is at most ``tol`` × max|θ|. It also returns the top
         Ritz vector and H times it, combined from the steps' products (by
         linearity: no further HVP), for a measured residual.
+
+        ``subset`` runs it on the Hessian of that many examples' mean loss
+        instead, drawn at random (``seed``), with the same graph; its HVPs are
+        not counted in ``num_hvps`` (a subset start, see ``lanczos``).
+        ``second``, an estimate of the second-largest eigenvalue, caps the
+        Ritz gap the eigenvalue criterion divides by (``error_bounds``).
 
         Returns None where nothing can be held: several micro-batches or
         replicas (each would hold its own pass), forward mode, XLA, or a basis
@@ -179,22 +185,30 @@ class HessianOracle:
         if self._held_lanczos is None:
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
             signature = objective.signature(tf.TensorSpec([self.dim], tf.float64), scalar(tf.int32),
-                                            scalar(tf.float64), scalar(tf.bool))
+                                            scalar(tf.float64), scalar(tf.bool), scalar(tf.float64), any_batch=True)
             # A partial, whose identity is this oracle's: TensorFlow counts traces per code
             # object, and one call per fresh oracle (a sweep) would read as retracing.
             self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature)
             self._held_concrete = self._held_lanczos.get_concrete_function()  # binding a call costs more
         trainable, non_trainable = objective.point()
         q0 = np.asarray(q0, np.float64)
+        data = objective.data
+        if subset is not None:
+            if not 1 <= subset < objective.num_examples:
+                raise ValueError(f"start_examples: got {subset}; allowed: 1 <= start_examples < "
+                                 f"{objective.num_examples} (the oracle's examples)")
+            chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
+            data = [tf.gather(t, chosen) for t in data]
         alphas, betas, basis, ritz, product = (t.numpy() for t in self._held_concrete(
             trainable, non_trainable, tf.constant(q0 / np.linalg.norm(q0)), tf.constant(steps),
-            tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), *objective.data))
+            tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), tf.constant(second, tf.float64),
+            *data))
         m = len(alphas)
-        self.num_hvps += m
+        self.num_hvps += m if subset is None else 0  # products of another (the subset's) Hessian
         breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
         return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]), ritz, product)
 
-    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, x, y):
+    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, x, y):
         objective = self.objective
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(trainable)
@@ -226,7 +240,8 @@ class HessianOracle:
             breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(a)), tf.reduce_max(b))
             theta, s = ritz(a, b)
             estimate = beta * tf.abs(s[-1, -1])  # the top Ritz pair's residual, as error_bounds takes it
-            gap = theta[-1] - tf.concat([[np.inf], theta], 0)[-2]  # one Ritz value has no gap: -inf
+            below = tf.concat([[np.inf], theta], 0)[-2]  # one Ritz value has no gap: -inf
+            gap = theta[-1] - tf.where(second < theta[-1], tf.maximum(below, second), below)
             bound = tf.where(eigenvalue, tf.where(gap > 0, estimate ** 2 / tf.maximum(gap, 1e-300), np.inf), estimate)
             converged = (tol > 0) & (bound <= tol * tf.reduce_max(tf.abs(theta)))
             return (j + 1, basis.write(j + 1, w / tf.maximum(beta, 1e-300)), products, alphas, betas, beta,
