@@ -12,7 +12,10 @@ Keras and PyTorch; measured at initialisation and after 200 full-batch GD steps
   (relative change < tol), each from its own seeded random start; both errors
   against a float64 eoskeras Lanczos to 1e-10. eoskeras runs twice: with tol
   on the residual (‖Hv − θv‖ ≤ tol·|θ|, the default) and on the eigenvalue
-  (residual²/gap ≤ tol·|θ|, ``criterion="eigenvalue"``).
+  (residual²/gap ≤ tol·|θ|, ``criterion="eigenvalue"``), each also with a
+  subset start (``start_examples=START_EXAMPLES``: a first solve on that many
+  of the examples, whose Ritz vector starts the full one; its HVPs are
+  reported apart, each costing about START_EXAMPLES / 4,000 of a full one).
 - Trace, Hutchinson at equal HVPs (``TRACE_HVPS`` Rademacher vectors each).
   Error from arithmetic: each library's float32 estimate against its own
   estimator on the same vectors in float64; the sampling error (stderr) is
@@ -49,6 +52,7 @@ from _common import machine, print_table
 
 TOL = 1e-3
 CRITERIA = ("residual", "eigenvalue")  # what eoskeras's tol bounds (lanczos's criterion)
+START_EXAMPLES = 500  # a subset start's examples (of 4,000)
 REPEATS = 3
 TRACE_HVPS = 40
 REFERENCE_TRACE_HVPS = 300
@@ -133,21 +137,30 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
     ours_reused.hvp_block(np.ones((ours_reused.dim, 2)))
     ours_reused.quadratic_forms(np.ones((ours_reused.dim, 2)))
     peer_reused = peer_object()
+    variants = {f"{c}{'_sub' if m else ''}": (c, m) for c in CRITERIA for m in (None, START_EXAMPLES)}
     t: dict[str, list[float]] = {k: [] for k in ("peer_fresh", "peer", "ours_tr_fresh", "ours_tr", "peer_tr_fresh",
-                                                 "peer_tr", *(f"{c}{w}" for c in CRITERIA for w in ("_fresh", "", "_host")))}
+                                                 "peer_tr", *(f"{v}{w}" for v in variants for w in ("_fresh", "")),
+                                                 *(f"{c}_host" for c in CRITERIA))}
     err_peer, hvps_peer = [], []
-    err_ours: dict[str, list[float]] = {c: [] for c in CRITERIA}
-    hvps_ours: dict[str, list[int]] = {c: [] for c in CRITERIA}
+    err_ours: dict[str, list[float]] = {v: [] for v in variants}
+    hvps_ours: dict[str, list[int]] = {v: [] for v in variants}
+    subset_hvps: dict[str, list[int]] = {v: [] for v in variants}
     for seed in range(REPEATS):
-        for criterion in CRITERIA:
-            s, spectrum = timed(lambda: eoskeras.lanczos(oracle(), k=1, tol=TOL, seed=seed, criterion=criterion))
-            t[f"{criterion}_fresh"].append(s)
-            s, spectrum = timed(lambda: eoskeras.lanczos(ours_reused, k=1, tol=TOL, seed=seed, criterion=criterion))
-            t[criterion].append(s)
-            err_ours[criterion].append(abs(spectrum.lambda_max - lam_ref) / lam_ref)
-            hvps_ours[criterion].append(spectrum.num_hvps)
-            s, _ = timed(lambda: eoskeras.lanczos(ours_reused, k=1, tol=TOL, seed=seed, criterion=criterion, hold=False))
-            t[f"{criterion}_host"].append(s)
+        for variant, (criterion, examples) in variants.items():
+            def solve(op, **options):
+                return eoskeras.lanczos(op, k=1, tol=TOL, seed=seed, criterion=criterion, start_examples=examples,
+                                        **options)
+            s, spectrum = timed(lambda: solve(oracle()))
+            t[f"{variant}_fresh"].append(s)
+            s, spectrum = timed(lambda: solve(ours_reused))
+            t[variant].append(s)
+            err_ours[variant].append(abs(spectrum.lambda_max - lam_ref) / lam_ref)
+            hvps_ours[variant].append(spectrum.num_hvps)
+            subset_hvps[variant].append(spectrum.info.get("start_hvps", 0))
+            if examples is None:
+                s, _ = timed(lambda: eoskeras.lanczos(ours_reused, k=1, tol=TOL, seed=seed, criterion=criterion,
+                                                      hold=False))
+                t[f"{criterion}_host"].append(s)
         s, _ = timed(lambda: peer_lambda(peer_object(), seed))
         t["peer_fresh"].append(s)
         before = counter.count
@@ -179,15 +192,17 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
           f"{trace_ref.value:.1f} ± {trace_ref.stderr:.1f}; Hutchinson ({TRACE_HVPS} HVPs): eoskeras "
           f"{ours_trace.value:.1f} ± {ours_trace.stderr:.1f}, PyHessian {peer_value:.1f} ± {peer_stderr:.1f}")
     lambda_rows = []
-    for c in CRITERIA:
-        name = f"λ_max, tol on the {c}"
+    for v, (c, examples) in variants.items():
+        name = f"λ_max, tol on the {c}" + (f", subset start ({examples})" if examples else "")
         lambda_rows += [
-            [label, f"{name}: s, fresh", m[f"{c}_fresh"], m["peer_fresh"], m[f"{c}_fresh"] / m["peer_fresh"]],
-            [label, f"{name}: s, reused", m[c], m["peer"], m[c] / m["peer"]],
-            [label, f"{name}: s, reused, hold=False", m[f"{c}_host"], m["peer"], m[f"{c}_host"] / m["peer"]],
-            [label, f"{name}: HVPs (median)", median(hvps_ours[c]), median(hvps_peer),
-             median(hvps_ours[c]) / median(hvps_peer)],
-            [label, f"{name}: rel. error vs float64 (max)", f"{max(err_ours[c]):.1e}", f"{max(err_peer):.1e}", ""],
+            [label, f"{name}: s, fresh", m[f"{v}_fresh"], m["peer_fresh"], m[f"{v}_fresh"] / m["peer_fresh"]],
+            [label, f"{name}: s, reused", m[v], m["peer"], m[v] / m["peer"]],
+            *([[label, f"{name}: s, reused, hold=False", m[f"{c}_host"], m["peer"], m[f"{c}_host"] / m["peer"]]]
+              if not examples else []),
+            [label, f"{name}: HVPs (median)", median(hvps_ours[v]), median(hvps_peer),
+             median(hvps_ours[v]) / median(hvps_peer)],
+            *([[label, f"{name}: the subset's HVPs (median)", median(subset_hvps[v]), "", ""]] if examples else []),
+            [label, f"{name}: rel. error vs float64 (max)", f"{max(err_ours[v]):.1e}", f"{max(err_peer):.1e}", ""],
         ]
     return [
         *lambda_rows,
