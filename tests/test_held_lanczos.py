@@ -25,8 +25,12 @@ def test_held_lanczos_matches_the_host_solver_and_the_dense_hessian(name, criter
     held, host, eigenvalues = oracles(name)
     a = eoskeras.lanczos(held, k=1, tol=1e-8, seed=3, criterion=criterion)
     b = eoskeras.lanczos(host, k=1, tol=1e-8, seed=3, criterion=criterion, hold=False)
-    assert held._held_lanczos is not None and host._held_lanczos is None  # each took its own path
-    assert a.converged and b.converged and a.num_hvps == b.num_hvps == held.num_hvps == host.num_hvps
+    assert held._held_lanczos is None and host._held_lanczos is None  # a fresh oracle: eager, no graph
+    again = eoskeras.lanczos(held, k=1, tol=1e-8, seed=3, criterion=criterion)  # its second solve: the graph
+    assert held._held_lanczos is not None and again.num_hvps == a.num_hvps
+    assert again.lambda_max == pytest.approx(a.lambda_max, rel=1e-12)
+    assert np.all(eoskeras.vector_cosines(a.eigenvectors, again.eigenvectors) > 1 - 1e-9)
+    assert a.converged and b.converged and a.num_hvps == b.num_hvps == held.num_hvps / 2 == host.num_hvps
     assert abs(a.lambda_max - eigenvalues[-1]) <= 1e-6 * abs(eigenvalues[-1])
     assert a.lambda_max == pytest.approx(b.lambda_max, rel=1e-12)
     assert np.all(eoskeras.vector_cosines(a.eigenvectors, b.eigenvectors) > 1 - 1e-9)
@@ -75,6 +79,12 @@ def test_a_subset_start_solves_the_subsets_hessian_then_all_the_data():
     theta = np.linalg.eigvalsh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
     assert theta[-1] == pytest.approx(np.linalg.eigvalsh((part + part.T) / 2)[-1], rel=1e-6)
     assert oracle.num_hvps == 0  # another operator's products
+    # A fresh oracle's first solve (eager, subset and all) and its second (the graph) agree.
+    fresh = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=len(x), dtype="float64")
+    eager, graph = (eoskeras.lanczos(fresh, k=1, tol=1e-8, seed=5, start_examples=12) for _ in range(2))
+    assert fresh._held_lanczos is not None and fresh.num_hvps == 2 * eager.num_hvps
+    assert (eager.num_hvps, eager.info["start_hvps"]) == (graph.num_hvps, graph.info["start_hvps"])
+    assert eager.lambda_max == pytest.approx(graph.lambda_max, rel=1e-12)
     for criterion in ("residual", "eigenvalue"):
         before = oracle.num_hvps
         spectrum = eoskeras.lanczos(oracle, k=1, tol=1e-8, seed=5, criterion=criterion, start_examples=12)

@@ -9,7 +9,7 @@ spectrum.eigenvalues, spectrum.residuals, spectrum.num_hvps, spectrum.converged,
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -150,6 +150,40 @@ def block_lanczos_iteration(
             return theta, s, basis[:size], products[:size]
 
 
+class HeldTop(NamedTuple):
+    """What ``held_top`` returns: the Ritz values (descending), the top Ritz
+    vector, H times it (from the steps' products) and the HVPs taken."""
+
+    theta: np.ndarray
+    vector: np.ndarray
+    product: np.ndarray
+    hvps: int
+
+
+def held_top(op: SymmetricOperator, counter: CountingOperator, q0: np.ndarray, max_hvps: int,
+             stop: Callable[[np.ndarray, np.ndarray, np.ndarray], bool], **options) -> HeldTop | None:
+    """Lanczos from ``q0`` holding an oracle's linearisation across its steps:
+    on an eager tape (``op.linearisation``) for a fresh oracle's first solve,
+    which then traces nothing, else in the oracle's held graph
+    (``held_lanczos``, which takes ``options``: tol, criterion, subset, seed,
+    second; ``stop`` is the same rule for the eager run). ``counter`` counts
+    the HVPs on all the data. None where the oracle holds nothing."""
+    subset, seed = options.get("subset"), options.get("seed", 0)
+    linearisation = getattr(op, "linearisation", None)
+    eager = linearisation(max_hvps, subset, seed) if linearisation is not None else None
+    if eager is not None:
+        steps = CountingOperator(eager)
+        theta, s, basis, products = block_lanczos_iteration(steps, q0[None], max_hvps, stop)
+        counter.count += steps.count if subset is None else 0
+        vector, product = s[:, 0] @ basis, s[:, 0] @ products
+        norm = np.linalg.norm(vector)
+        return HeldTop(theta, vector / norm, product / norm, steps.count)
+    held = counter.held_lanczos(q0, max_hvps, **options)
+    if held is None:
+        return None
+    return HeldTop(tridiagonal_eigh(held.alphas, held.betas)[0][::-1], held.ritz, held.product, len(held.alphas))
+
+
 @one_blas_thread
 def lanczos(
     op: SymmetricOperator,
@@ -183,23 +217,25 @@ def lanczos(
     instead of 11–12 for 1e-3), with the vectors correspondingly less exact.
 
     For k = 1 on a ``HessianOracle`` whose data is one micro-batch, the
-    steps run inside one graph call that holds the forward pass and gradient
-    (``HessianOracle.held_lanczos``): same iteration, same stopping rule,
-    each step one backward pass instead of a fresh HVP. On the peer
-    benchmark's MLP a solve takes 0.67–0.89 of the time, but its first call
-    traces and optimises a larger graph (0.2–0.5 s); ``hold=False`` drives
+    steps hold the forward pass and gradient, each step one backward pass
+    instead of a fresh HVP (``held_top``): the oracle's first solve on one
+    eager tape, which traces nothing, later ones inside one graph call
+    (``HessianOracle.held_lanczos``, traced on the second solve: 0.3–0.5 s on
+    the peer benchmark's MLP, where a graph step then costs about 2/3 of an
+    eager one). Same iteration, same stopping rule; ``hold=False`` drives
     every step from here.
 
     ``start_examples=m`` (k = 1, held) first solves, to ``START_TOL``, the
-    Hessian of m of the oracle's examples drawn at random (``seed``), in the
-    same graph, and starts from its top Ritz vector: the full solve then
-    checks the same bound on all the data, from a start that already points
-    along the top eigenvector (cosine 0.99 with 250 of the peer benchmark's
-    4,000 digits). There it took 5–6 full-data HVPs instead of 11–12
-    (residual criterion) and 2 instead of 8–10 (eigenvalue), plus 8–10 of
-    the subset's, each about m/n of one. The subset's second Ritz value caps
-    the gap the eigenvalue criterion divides by. ``spectrum.info`` records m
-    and the subset's HVPs, which ``num_hvps`` does not count.
+    Hessian of m of the oracle's examples drawn at random (``seed``), and
+    starts from its top Ritz vector: the full solve then checks the same
+    bound on all the data, from a start that already points along the top
+    eigenvector (cosine 0.995 with 500 of the peer benchmark's 4,000
+    digits). There it took 4–5 full-data HVPs instead of 10–13 (residual
+    criterion) and 2 instead of 8–11 (eigenvalue), plus 8–11 of the
+    subset's, each about m/n of one, at the same accuracy. The subset's
+    second Ritz value caps the gap the eigenvalue criterion divides by.
+    ``spectrum.info`` records m and the subset's HVPs, which ``num_hvps``
+    does not count.
     """
     n = op.dim
     if not 1 <= k <= n:
@@ -210,12 +246,14 @@ def lanczos(
     start = rng.standard_normal((k, n)) if v0 is None else np.asarray(v0, dtype=np.float64).reshape(-1, n)
     counter = CountingOperator(op)
 
-    def stop(theta, s, estimates):
-        if len(theta) < k:
-            return False
-        wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
-        bounds = error_bounds(theta, wanted, estimates[wanted], criterion)
-        return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
+    def stopping(tol: float, criterion: str, second: float = -np.inf) -> Callable:
+        def stop(theta, s, estimates):
+            if len(theta) < k:
+                return False
+            wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
+            bounds = error_bounds(theta, wanted, estimates[wanted], criterion, second)
+            return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
+        return stop
 
     # One vector from an oracle: Lanczos in one graph call that holds the
     # linearisation, which also measures the top Ritz pair's residual.
@@ -226,20 +264,19 @@ def lanczos(
     if holding:
         q0 = start[0]
         if start_examples is not None:
-            first = counter.held_lanczos(q0, max_hvps, START_TOL, "residual", subset=start_examples, seed=seed)
+            first = held_top(op, counter, q0, max_hvps, stopping(START_TOL, "residual"), tol=START_TOL,
+                             criterion="residual", subset=start_examples, seed=seed)
             if first is None:
                 raise ValueError("start_examples: allowed only on a HessianOracle that can hold its "
                                  "linearisation (one micro-batch, reverse mode, no XLA)")
-            theta_first = tridiagonal_eigh(first.alphas, first.betas)[0]
-            q0, second = first.ritz, (theta_first[-2] if len(theta_first) > 1 else -np.inf)
-            start_info = {"start_examples": start_examples, "start_hvps": len(first.alphas)}
-        held = counter.held_lanczos(q0, max_hvps, tol, criterion, second=second)
+            q0, second = first.vector, (first.theta[1] if len(first.theta) > 1 else -np.inf)
+            start_info = {"start_examples": start_examples, "start_hvps": first.hvps}
+        held = held_top(op, counter, q0, max_hvps, stopping(tol, criterion, second), tol=tol, criterion=criterion,
+                        second=second)
     if held is not None:
-        theta, s = tridiagonal_eigh(held.alphas, held.betas)
-        theta, s, wanted = theta[::-1], s[:, ::-1], [0]
-        vectors, products = held.ritz[:, None], held.product[:, None]
+        theta, wanted, vectors, products = held.theta, [0], held.vector[:, None], held.product[:, None]
     else:
-        theta, s, basis, h_basis = block_lanczos_iteration(counter, start, max_hvps, stop)
+        theta, s, basis, h_basis = block_lanczos_iteration(counter, start, max_hvps, stopping(tol, criterion))
         if len(theta) < k:
             raise RuntimeError(f"Lanczos found an invariant subspace of dimension {len(theta)} < k={k}; "
                                "pass another v0/seed")

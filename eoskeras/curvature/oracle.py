@@ -79,7 +79,7 @@ class HessianOracle:
         check_choice("hvp_mode", hvp_mode, HVP_MODES)
         self.objective, self.hvp_mode, self.block_size, self.num_hvps = objective, hvp_mode, block_size, 0
         self.dim = objective.dim
-        self._held_lanczos = None
+        self._held_lanczos, self._fresh = None, True
         vector = lambda _: tf.zeros([self.dim], objective.dtype)  # noqa: E731
         block = lambda v_parts: tf.zeros(tf.stack([tf.shape(v_parts[0])[0], self.dim]), objective.dtype)  # noqa: E731
         self._hvp = objective.reduction(self._reverse if hvp_mode == "reverse" else self._forward, vector, "vector")
@@ -179,8 +179,7 @@ class HessianOracle:
         """
         objective = self.objective
         steps = min(steps, self.dim)
-        if (self.hvp_mode != "reverse" or objective.jit_compile or not objective.one_pass
-                or (2 * steps + 1) * self.dim * 8 > HELD_BASIS_BYTES):
+        if not self._can_hold(steps):
             return None
         if self._held_lanczos is None:
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
@@ -192,21 +191,44 @@ class HessianOracle:
             self._held_concrete = self._held_lanczos.get_concrete_function()  # binding a call costs more
         trainable, non_trainable = objective.point()
         q0 = np.asarray(q0, np.float64)
-        data = objective.data
-        if subset is not None:
-            if not 1 <= subset < objective.num_examples:
-                raise ValueError(f"start_examples: got {subset}; allowed: 1 <= start_examples < "
-                                 f"{objective.num_examples} (the oracle's examples)")
-            chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
-            data = [tf.gather(t, chosen) for t in data]
         alphas, betas, basis, ritz, product = (t.numpy() for t in self._held_concrete(
             trainable, non_trainable, tf.constant(q0 / np.linalg.norm(q0)), tf.constant(steps),
             tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), tf.constant(second, tf.float64),
-            *data))
+            *self._examples(subset, seed)))
         m = len(alphas)
         self.num_hvps += m if subset is None else 0  # products of another (the subset's) Hessian
         breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
         return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]), ritz, product)
+
+    def linearisation(self, steps: int, subset: int | None = None, seed: int = 0) -> "Linearisation | None":
+        """The Hessian at the current weights (of ``subset`` examples, as in
+        ``held_lanczos``) as an operator whose products are backward passes
+        through one eager tape that holds the forward pass and gradient: what a
+        fresh oracle's first held solve of up to ``steps`` HVPs runs on, since
+        nothing is traced for it (on the peer benchmark's MLP the held graph's
+        trace takes 0.3–0.5 s, and an eager step costs about what a graph one
+        does). None after one on all the data (later solves take the graph,
+        a step faster), and where ``held_lanczos`` would return None."""
+        if not self._fresh or not self._can_hold(min(steps, self.dim)):
+            return None
+        self._fresh = subset is not None
+        return Linearisation(self, self._examples(subset, seed), counted=subset is None)
+
+    def _can_hold(self, steps: int) -> bool:
+        objective = self.objective
+        return (self.hvp_mode == "reverse" and not objective.jit_compile and objective.one_pass
+                and (2 * steps + 1) * self.dim * 8 <= HELD_BASIS_BYTES)
+
+    def _examples(self, subset: int | None, seed: int) -> list[tf.Tensor]:
+        """The data (x, y), or ``subset`` examples of it drawn at random (``seed``)."""
+        objective = self.objective
+        if subset is None:
+            return list(objective.data)
+        if not 1 <= subset < objective.num_examples:
+            raise ValueError(f"start_examples: got {subset}; allowed: 1 <= start_examples < "
+                             f"{objective.num_examples} (the oracle's examples)")
+        chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
+        return [tf.gather(t, chosen) for t in objective.data]
 
     def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, x, y):
         objective = self.objective
@@ -306,3 +328,38 @@ class HessianOracle:
 
         _, out = tf.while_loop(lambda i, _: i < columns, column, (tf.constant(0), tf.TensorArray(dtype, size=columns)))
         return out.stack()
+
+
+class Linearisation:
+    """An oracle's Hessian at one point, of one micro-batch, as an operator:
+    one eager persistent tape holds the forward pass and gradient, and each
+    product is one backward pass through it (``HessianOracle.linearisation``).
+    Counts its products in the oracle's ``num_hvps`` when ``counted``."""
+
+    def __init__(self, oracle: HessianOracle, data: list[tf.Tensor], counted: bool) -> None:
+        objective = oracle.objective
+        self.dim, self._oracle, self._counted = oracle.dim, oracle, counted
+        self._trainable, non_trainable = objective.point()
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(self._trainable)
+            self._grads = objective.gradient(self._trainable, non_trainable, *data)
+        self._tape = tape
+
+    def describe(self) -> dict[str, Any]:
+        return self._oracle.describe()
+
+    def matmat(self, block: np.ndarray) -> np.ndarray:
+        """H times each column of ``block`` (dim × m), float64."""
+        objective = self._oracle.objective
+        columns = []
+        for v in np.asarray(block, np.float64).T:
+            parts = objective.split(tf.constant(v, objective.dtype))
+            hv = self._tape.gradient(self._grads, self._trainable, output_gradients=parts,
+                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            columns.append(objective.flatten(dense(hv, self._trainable)).numpy())
+        if self._counted:
+            self._oracle.num_hvps += len(columns)
+        return np.stack(columns, axis=1).astype(np.float64)
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        return self.matmat(np.asarray(v)[:, None])[:, 0]
