@@ -172,12 +172,12 @@ def held_top(op: SymmetricOperator, counter: CountingOperator, q0: np.ndarray, m
     linearisation = getattr(op, "linearisation", None)
     eager = linearisation(max_hvps, subset, seed) if linearisation is not None else None
     if eager is not None:
-        steps = CountingOperator(eager)
-        theta, s, basis, products = block_lanczos_iteration(steps, q0[None], max_hvps, stop)
-        counter.count += steps.count if subset is None else 0
+        counted = CountingOperator(eager)
+        theta, s, basis, products = block_lanczos_iteration(counted, q0[None], max_hvps, stop)
+        counter.count += counted.count if subset is None else 0
         vector, product = s[:, 0] @ basis, s[:, 0] @ products
         norm = np.linalg.norm(vector)
-        return HeldTop(theta, vector / norm, product / norm, steps.count)
+        return HeldTop(theta, vector / norm, product / norm, counted.count)
     held = counter.held_lanczos(q0, max_hvps, **options)
     if held is None:
         return None
@@ -255,8 +255,8 @@ def lanczos(
             return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
         return stop
 
-    # One vector from an oracle: Lanczos in one graph call that holds the
-    # linearisation, which also measures the top Ritz pair's residual.
+    # One vector from an oracle: Lanczos that holds the linearisation (eager
+    # or in one graph call), which also measures the top Ritz pair's residual.
     holding = hold and k == 1 and not smallest
     if start_examples is not None and not holding:
         raise ValueError("start_examples: allowed only for k=1 without smallest=True, hold=True")
