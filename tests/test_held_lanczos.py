@@ -78,6 +78,11 @@ def test_a_subset_start_solves_the_subsets_hessian_then_all_the_data():
     alphas, betas = first.alphas, first.betas
     theta = np.linalg.eigvalsh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
     assert theta[-1] == pytest.approx(np.linalg.eigvalsh((part + part.T) / 2)[-1], rel=1e-6)
+    # A few loose steps (a subset start's) without re-orthogonalisation: the same recurrence.
+    loose, kept = (oracle.held_lanczos(np.ones(oracle.dim), 6, subset=12, seed=5, reorthogonalise=r)
+                   for r in (False, True))
+    np.testing.assert_allclose(loose.alphas, kept.alphas, rtol=1e-9)
+    np.testing.assert_allclose(loose.ritz, kept.ritz, atol=1e-9)
     assert oracle.num_hvps == 0  # another operator's products
     # A fresh oracle's first solve (eager, subset and all) and its second (the graph) agree.
     fresh = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=len(x), dtype="float64")

@@ -265,7 +265,7 @@ def lanczos(
         q0 = start[0]
         if start_examples is not None:
             first = held_top(op, counter, q0, max_hvps, stopping(START_TOL, "residual"), tol=START_TOL,
-                             criterion="residual", subset=start_examples, seed=seed)
+                             criterion="residual", subset=start_examples, seed=seed, reorthogonalise=False)
             if first is None:
                 raise ValueError("start_examples: allowed only on a HessianOracle that can hold its "
                                  "linearisation (one micro-batch, reverse mode, no XLA)")

@@ -156,7 +156,8 @@ class HessianOracle:
         return out
 
     def held_lanczos(self, q0: np.ndarray, steps: int, tol: float = 0.0, criterion: str = "residual", *,
-                     subset: int | None = None, seed: int = 0, second: float = -np.inf) -> HeldLanczos | None:
+                     subset: int | None = None, seed: int = 0, second: float = -np.inf,
+                     reorthogonalise: bool = True) -> HeldLanczos | None:
         """Up to ``steps`` single-vector Lanczos steps from ``q0`` in one graph
         call that holds the forward pass and gradient (the linearisation)
         across the steps, as PyHessian holds its autograd graph; each step is
@@ -172,6 +173,10 @@ class HessianOracle:
         not counted in ``num_hvps`` (a subset start, see ``lanczos``).
         ``second``, an estimate of the second-largest eigenvalue, caps the
         Ritz gap the eigenvalue criterion divides by (``error_bounds``).
+        ``reorthogonalise=False`` keeps the three-term recurrence alone, for a
+        few loose steps (a subset start's, to 1e-2: there the basis loses
+        orthogonality only to about ε‖H‖/residual, 1e-14), skipping each
+        step's passes over the basis.
 
         Returns None where nothing can be held: several micro-batches or
         replicas (each would hold its own pass), forward mode, XLA, or a basis
@@ -184,7 +189,8 @@ class HessianOracle:
         if self._held_lanczos is None:
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
             signature = objective.signature(tf.TensorSpec([self.dim], tf.float64), scalar(tf.int32),
-                                            scalar(tf.float64), scalar(tf.bool), scalar(tf.float64), any_batch=True)
+                                            scalar(tf.float64), scalar(tf.bool), scalar(tf.float64), scalar(tf.bool),
+                                            any_batch=True)
             # A partial, whose identity is this oracle's: TensorFlow counts traces per code
             # object, and one call per fresh oracle (a sweep) would read as retracing.
             self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature)
@@ -194,7 +200,7 @@ class HessianOracle:
         alphas, betas, basis, ritz, product = (t.numpy() for t in self._held_concrete(
             trainable, non_trainable, tf.constant(q0 / np.linalg.norm(q0)), tf.constant(steps),
             tf.constant(tol, tf.float64), tf.constant(criterion == "eigenvalue"), tf.constant(second, tf.float64),
-            *self._examples(subset, seed)))
+            tf.constant(reorthogonalise), *self._examples(subset, seed)))
         m = len(alphas)
         self.num_hvps += m if subset is None else 0  # products of another (the subset's) Hessian
         breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
@@ -231,7 +237,7 @@ class HessianOracle:
         chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
         return [tf.gather(t, chosen) for t in objective.data]
 
-    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, x, y):
+    def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, reorthogonalise, x, y):
         objective = self.objective
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(trainable)
@@ -257,7 +263,7 @@ class HessianOracle:
             alpha = tf.tensordot(q, w, 1)
             products = products.write(j, w)
             w -= alpha * q + last_beta * basis.read(tf.maximum(j - 1, 0))  # the three-term recurrence
-            w, beta = reorthogonalised(basis.stack(), w)
+            w, beta = tf.cond(reorthogonalise, lambda: reorthogonalised(basis.stack(), w), lambda: with_norm(w))
             alphas, betas = alphas.write(j, alpha), betas.write(j, beta)
             a, b = alphas.stack(), betas.stack()
             breakdown = beta <= 1e-12 * tf.maximum(tf.reduce_max(tf.abs(a)), tf.reduce_max(b))
