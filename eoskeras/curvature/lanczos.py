@@ -232,7 +232,7 @@ def lanczos(
     eigenvector (cosine 0.995 with 500 of the peer benchmark's 4,000
     digits). There it took 4–5 full-data HVPs instead of 10–13 (residual
     criterion) and 2 instead of 8–11 (eigenvalue), plus 8–11 of the
-    subset's, each about m/n of one, at the same accuracy. The subset's
+    subset's (a step 11 ms against 44), at the same accuracy. The subset's
     second Ritz value caps the gap the eigenvalue criterion divides by.
     ``spectrum.info`` records m and the subset's HVPs, which ``num_hvps``
     does not count.
