@@ -160,25 +160,31 @@ class HeldTop(NamedTuple):
     hvps: int
 
 
-def held_top(op: SymmetricOperator, counter: CountingOperator, q0: np.ndarray, max_hvps: int,
-             stop: Callable[[np.ndarray, np.ndarray, np.ndarray], bool], **options) -> HeldTop | None:
-    """Lanczos from ``q0`` holding an oracle's linearisation across its steps:
-    on an eager tape (``op.linearisation``) for a fresh oracle's first solve,
-    which then traces nothing, else in the oracle's held graph
-    (``held_lanczos``, which takes ``options``: tol, criterion, subset, seed,
-    second; ``stop`` is the same rule for the eager run). ``counter`` counts
-    the HVPs on all the data. None where the oracle holds nothing."""
-    subset, seed = options.get("subset"), options.get("seed", 0)
+def held_top(op: SymmetricOperator, counter: CountingOperator, q0: np.ndarray, max_hvps: int, *, tol: float,
+             criterion: str, second: float = -np.inf, subset: int | None = None, seed: int = 0,
+             reorthogonalise: bool = True) -> HeldTop | None:
+    """Lanczos from ``q0`` for the top pair, to ``tol`` on ``criterion``'s
+    bound (``error_bounds`` with ``second``), holding an oracle's
+    linearisation across its steps: on an eager tape (``op.linearisation``,
+    always re-orthogonalising) for a fresh oracle's first solve, which then
+    traces nothing, else in the oracle's held graph (``held_lanczos``, which
+    takes the same arguments). ``counter`` counts the HVPs on all the data.
+    None where the oracle holds nothing."""
     linearisation = getattr(op, "linearisation", None)
     eager = linearisation(max_hvps, subset, seed) if linearisation is not None else None
     if eager is not None:
+        def stop(theta, s, estimates):
+            bound = error_bounds(theta, [0], estimates[:1], criterion, second)[0]
+            return bool(bound <= tol * max(np.abs(theta).max(), 1e-300))
+
         counted = CountingOperator(eager)
         theta, s, basis, products = block_lanczos_iteration(counted, q0[None], max_hvps, stop)
         counter.count += counted.count if subset is None else 0
         vector, product = s[:, 0] @ basis, s[:, 0] @ products
         norm = np.linalg.norm(vector)
         return HeldTop(theta, vector / norm, product / norm, counted.count)
-    held = counter.held_lanczos(q0, max_hvps, **options)
+    held = counter.held_lanczos(q0, max_hvps, tol, criterion, subset=subset, seed=seed, second=second,
+                                reorthogonalise=reorthogonalise)
     if held is None:
         return None
     return HeldTop(tridiagonal_eigh(held.alphas, held.betas)[0][::-1], held.ritz, held.product, len(held.alphas))
@@ -246,14 +252,12 @@ def lanczos(
     start = rng.standard_normal((k, n)) if v0 is None else np.asarray(v0, dtype=np.float64).reshape(-1, n)
     counter = CountingOperator(op)
 
-    def stopping(tol: float, criterion: str, second: float = -np.inf) -> Callable:
-        def stop(theta, s, estimates):
-            if len(theta) < k:
-                return False
-            wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
-            bounds = error_bounds(theta, wanted, estimates[wanted], criterion, second)
-            return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
-        return stop
+    def stop(theta, s, estimates):
+        if len(theta) < k:
+            return False
+        wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
+        bounds = error_bounds(theta, wanted, estimates[wanted], criterion)
+        return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
 
     # One vector from an oracle: Lanczos that holds the linearisation (eager
     # or in one graph call), which also measures the top Ritz pair's residual.
@@ -264,19 +268,18 @@ def lanczos(
     if holding:
         q0 = start[0]
         if start_examples is not None:
-            first = held_top(op, counter, q0, max_hvps, stopping(START_TOL, "residual"), tol=START_TOL,
-                             criterion="residual", subset=start_examples, seed=seed, reorthogonalise=False)
+            first = held_top(op, counter, q0, max_hvps, tol=START_TOL, criterion="residual", subset=start_examples,
+                             seed=seed, reorthogonalise=False)
             if first is None:
                 raise ValueError("start_examples: allowed only on a HessianOracle that can hold its "
                                  "linearisation (one micro-batch, reverse mode, no XLA)")
             q0, second = first.vector, (first.theta[1] if len(first.theta) > 1 else -np.inf)
             start_info = {"start_examples": start_examples, "start_hvps": first.hvps}
-        held = held_top(op, counter, q0, max_hvps, stopping(tol, criterion, second), tol=tol, criterion=criterion,
-                        second=second)
+        held = held_top(op, counter, q0, max_hvps, tol=tol, criterion=criterion, second=second)
     if held is not None:
         theta, wanted, vectors, products = held.theta, [0], held.vector[:, None], held.product[:, None]
     else:
-        theta, s, basis, h_basis = block_lanczos_iteration(counter, start, max_hvps, stopping(tol, criterion))
+        theta, s, basis, h_basis = block_lanczos_iteration(counter, start, max_hvps, stop)
         if len(theta) < k:
             raise RuntimeError(f"Lanczos found an invariant subspace of dimension {len(theta)} < k={k}; "
                                "pass another v0/seed")

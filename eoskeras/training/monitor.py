@@ -194,8 +194,8 @@ class SharpnessMonitor(keras.callbacks.Callback):
         return record
 
     def state(self) -> dict[str, np.ndarray]:
-        """The arrays that ``load_state`` restores (resume), with the records
-        (``public_records()``, which a run has already written out)."""
+        """The arrays that ``load_state`` restores on resume. The records go
+        back in separately: a run has already written them out."""
         arrays = {name: value for name, value in (
             ("tracker", self.tracker.vectors), ("first", self.first_vectors),
             ("inference_tracker", self.inference_tracker.vectors if self.inference_tracker else None),
