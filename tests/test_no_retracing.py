@@ -54,3 +54,28 @@ def test_training_steps_and_hvps_do_not_retrace():
         oracle.hvp(rng.standard_normal(oracle.dim))
         oracle.hvp(rng.standard_normal(oracle.dim), at=oracle.weights())
     assert counts() == (1, 1, 1, 1)
+
+
+def test_a_lone_column_after_a_block_takes_the_block_graph():
+    """A tracker's one-residual expansion must not trace the vector HVP's graph
+    once the block graph exists; before any block, one column takes ``hvp``."""
+    keras.utils.set_random_seed(1)
+    net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(3)])
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((40, 5)).astype("float32"), rng.integers(0, 3, 40)
+
+    def traces(oracle):
+        return (oracle._hvp.traced.experimental_get_tracing_count(),
+                oracle._hvp_block.traced.experimental_get_tracing_count())
+
+    first = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    column = rng.standard_normal((first.dim, 1))
+    alone = first.hvp_block(column)
+    assert traces(first) == (1, 0)
+
+    blocked = eoskeras.HessianOracle(net, "cross_entropy", x, y, dtype="float64")
+    blocked.hvp_block(rng.standard_normal((blocked.dim, 4)))
+    after = blocked.hvp_block(column)
+    assert traces(blocked) == (0, 1) and blocked.num_hvps == 5
+    np.testing.assert_allclose(after, alone, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(after[:, 0], first.hvp(column[:, 0]), rtol=1e-12, atol=1e-14)

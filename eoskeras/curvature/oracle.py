@@ -123,11 +123,15 @@ class HessianOracle:
 
         In reverse mode each micro-batch's forward pass and gradient are
         computed once for all m columns and held while the m second backward
-        passes run, which costs about half of m separate HVPs. One column, or
-        forward mode, goes through ``hvp``.
+        passes run, which costs about half of m separate HVPs. Forward mode
+        goes through ``hvp`` column by column, and so does one column until the
+        block graph is traced: after that a lone column (a tracker's
+        one-residual expansion) takes the block graph rather than trace
+        ``hvp``'s (the same products; the quickstart's monitor traced both).
         """
         block = np.asarray(vectors, dtype=np.float64)
-        if block.ndim == 2 and block.shape[0] == self.dim and (block.shape[1] == 1 or self.hvp_mode == "forward"):
+        lone = block.ndim == 2 and block.shape[1] == 1 and not self._hvp_block.traced.experimental_get_tracing_count()
+        if block.ndim == 2 and block.shape[0] == self.dim and (lone or self.hvp_mode == "forward"):
             return np.stack([self.hvp(c, at) for c in block.T], axis=1)
         if block.ndim == 2 and block.shape[1] > self.block_size:
             return np.hstack([self.hvp_block(block[:, i:i + self.block_size], at)
