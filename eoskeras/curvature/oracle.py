@@ -197,7 +197,9 @@ class HessianOracle:
                                             any_batch=True)
             # A partial, whose identity is this oracle's: TensorFlow counts traces per code
             # object, and one call per fresh oracle (a sweep) would read as retracing.
-            self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature)
+            # Without AutoGraph, as the objective's graphs: it took 0.2-1.0 s off the first call.
+            self._held_lanczos = tf.function(functools.partial(self._lanczos_graph), input_signature=signature,
+                                             autograph=False)
             self._held_concrete = self._held_lanczos.get_concrete_function()  # binding a call costs more
         trainable, non_trainable = objective.point()
         q0 = np.asarray(q0, np.float64)

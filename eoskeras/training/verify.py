@@ -66,7 +66,7 @@ class TrainStepHessian:
         self.w0 = np.concatenate([w.ravel() for w in self._saved[0]]).astype(np.float64)
         self.dim = len(self.w0)
         self.num_gradients = 0
-        self._gradient = tf.function(lambda: model.accumulate(tf.constant(x), tf.constant(y))[2])
+        self._gradient = tf.function(lambda: model.accumulate(tf.constant(x), tf.constant(y))[2], autograph=False)
         self._scale = 1.0
         if optimizer is not None and is_adaptive(optimizer):
             self._scale = 1.0 / np.sqrt(lr_rule_preconditioner(optimizer, self.gradient_at(self.w0)))
