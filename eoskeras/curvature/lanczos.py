@@ -81,6 +81,13 @@ def lanczos_iteration(
     return alphas[:m], betas[: m - 1], basis[:m], float(last_beta)
 
 
+def within_tol(theta: np.ndarray, wanted: list[int], residuals: np.ndarray, tol: float, criterion: str,
+               second: float = -np.inf) -> bool:
+    """Whether every wanted Ritz pair's bound (``error_bounds``) is at most ``tol`` × max|θ|: the solvers' stopping rule."""
+    bounds = error_bounds(theta, wanted, residuals, criterion, second)
+    return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
+
+
 def error_bounds(theta: np.ndarray, wanted: list[int], residuals: np.ndarray, criterion: str,
                  second: float = -np.inf) -> np.ndarray:
     """What ``tol`` bounds for the Ritz pairs ``wanted``: the residuals, or
@@ -174,8 +181,7 @@ def held_top(op: SymmetricOperator, counter: CountingOperator, q0: np.ndarray, m
     eager = linearisation(max_hvps, subset, seed) if linearisation is not None else None
     if eager is not None:
         def stop(theta, s, estimates):
-            bound = error_bounds(theta, [0], estimates[:1], criterion, second)[0]
-            return bool(bound <= tol * max(np.abs(theta).max(), 1e-300))
+            return within_tol(theta, [0], estimates[:1], tol, criterion, second)
 
         counted = CountingOperator(eager)
         theta, s, basis, products = block_lanczos_iteration(counted, q0[None], max_hvps, stop)
@@ -253,11 +259,8 @@ def lanczos(
     counter = CountingOperator(op)
 
     def stop(theta, s, estimates):
-        if len(theta) < k:
-            return False
         wanted = list(range(k)) + ([len(theta) - 1] if smallest else [])
-        bounds = error_bounds(theta, wanted, estimates[wanted], criterion)
-        return bool(np.all(bounds <= tol * max(np.abs(theta).max(), 1e-300)))
+        return len(theta) >= k and within_tol(theta, wanted, estimates[wanted], tol, criterion)
 
     # One vector from an oracle: Lanczos that holds the linearisation (eager
     # or in one graph call), which also measures the top Ritz pair's residual.
@@ -294,7 +297,7 @@ def lanczos(
         eigenvectors=vectors[:, :k],
         residuals=residuals[:k],
         num_hvps=counter.count,
-        converged=bool(np.all(error_bounds(theta, wanted, residuals, criterion, second) <= tol * scale)),
+        converged=within_tol(theta, wanted, residuals, tol, criterion, second),
         tol=tol,
         method="lanczos" if k == 1 else "block-lanczos",
         scale=float(scale),
