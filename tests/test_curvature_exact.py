@@ -73,7 +73,7 @@ def test_trace_within_three_standard_errors(name):
         assert abs(estimate.value - exact) <= 3 * estimate.stderr + 1e-9 * abs(exact), estimate
 
 
-@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_batchnorm"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_quadratic_forms_are_those_of_the_dense_hessian(name):
     _, _, _, oracle, reference = setup(name, "batch")
     oracle.block_size = 1  # columns then go in chunks of 16: 37 columns take three calls
@@ -81,6 +81,7 @@ def test_quadratic_forms_are_those_of_the_dense_hessian(name):
     before = oracle.num_hvps
     forms = oracle.quadratic_forms(vectors)
     assert oracle.num_hvps - before == 37
+    assert oracle.forms_method == "taylor"  # every op of these models has a forward rule
     exact = dense_from_hvps(oracle)  # the oracle's own products, exact to rounding
     np.testing.assert_allclose(forms, np.einsum("ij,ij->j", vectors, exact @ vectors), rtol=1e-11)
     assert rel(forms, np.einsum("ij,ij->j", vectors, reference @ vectors)) < 1e-6  # finite differences
@@ -90,6 +91,11 @@ def test_quadratic_forms_are_those_of_the_dense_hessian(name):
     forward = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=len(x), dtype="float64",
                                      hvp_mode="forward")
     np.testing.assert_allclose(forward.quadratic_forms(vectors[:, :3]), forms[:3], rtol=1e-10)
+    # Micro-batches: the forward rules run inside the loop over them (on weights it captures).
+    chunked = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=10, dtype="float64")
+    np.testing.assert_allclose(chunked.quadratic_forms(vectors[:, :4]),
+                               np.einsum("ij,ij->j", vectors[:, :4], chunked.hvp_block(vectors[:, :4])), rtol=1e-11)
+    assert chunked.forms_method == "taylor"
 
 
 @pytest.mark.parametrize("name", ["mlp_tanh", "cnn_maxpool", "mlp_regularized"])

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from eoskeras.curvature.choices import HVP_MODES, check_choice
 from eoskeras.curvature.objective import CurvatureObjective, dense
+from eoskeras.curvature.taylor import Unsupported, check_supported, recorded, second_derivative
 from eoskeras.losses import PerExampleLoss
 
 # The most memory a held Lanczos basis and its products may take (float64 rows) if it runs to
@@ -80,12 +81,13 @@ class HessianOracle:
         self.objective, self.hvp_mode, self.block_size, self.num_hvps = objective, hvp_mode, block_size, 0
         self.dim = objective.dim
         self._held_lanczos, self._fresh = None, True
+        self.forms_method: str | None = None  # how quadratic_forms computes, once traced
         vector = lambda _: tf.zeros([self.dim], objective.dtype)  # noqa: E731
         block = lambda v_parts: tf.zeros(tf.stack([tf.shape(v_parts[0])[0], self.dim]), objective.dtype)  # noqa: E731
         self._hvp = objective.reduction(self._reverse if hvp_mode == "reverse" else self._forward, vector, "vector")
         self._hvp_block = objective.reduction(self._linearised_block, block, "block")
         forms = lambda v_parts: tf.zeros(tf.shape(v_parts[0])[:1], tf.float64)  # noqa: E731
-        self._quadratic_forms = objective.reduction(self._linearised_quadratic_forms, forms, "block")
+        self._quadratic_forms = objective.reduction(self._quadratic_forms_chunk, forms, "block")
 
     # ----------------------------------------------------------------- public
     @property
@@ -94,7 +96,8 @@ class HessianOracle:
 
     def describe(self) -> dict[str, Any]:
         """The mode the oracle's numbers are computed in, for records."""
-        return {**self.objective.describe(), "hvp_mode": self.hvp_mode}
+        forms = {} if self.forms_method is None else {"quadratic_forms": self.forms_method}
+        return {**self.objective.describe(), "hvp_mode": self.hvp_mode, **forms}
 
     def weights(self) -> np.ndarray:
         """The model's current trainable weights as a flat float64 vector."""
@@ -145,11 +148,15 @@ class HessianOracle:
     def quadratic_forms(self, vectors: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         """vᵀHv for each column v of ``vectors`` (dim × m), float64. Counts m HVPs.
 
-        What Hutchinson's trace needs, without H V itself: each column's
-        product is reduced in the graph (in float64), as in ``hvp_block`` the
-        forward pass and gradient are held across the columns, and nothing
-        dim-sized comes back. Columns go in chunks of at most ``block_size``
-        × 16 (the input's memory). In forward mode, from ``hvp_block``.
+        What Hutchinson's trace needs, without H V itself: the second
+        derivative of the loss along each column, carried forward through the
+        loss's ops from one held forward pass (``taylor.py``: on the peer
+        benchmark's MLP 0.55–0.60 of double backprop's time). Where an op has
+        no rule, double backprop through the held forward pass and gradient,
+        each column's product reduced in the graph; ``forms_method`` (and
+        ``describe()``) says which. Nothing dim-sized comes back. Columns go
+        in chunks of at most ``block_size`` × 16 (the input's memory). In
+        forward mode, from ``hvp_block``.
         """
         rows = self.objective.checked_vectors(vectors, "vectors", block=True)
         if self.hvp_mode == "forward":  # its products, as hvp_block takes them
@@ -320,10 +327,24 @@ class HessianOracle:
         return self._held_columns(trainable, non_trainable, v_parts, x, y, self.objective.dtype,
                                   lambda hv, v: self.objective.flatten(hv))
 
-    def _linearised_quadratic_forms(self, trainable, non_trainable, v_parts, x, y):
-        def form(hv, v):
-            return tf.add_n([tf.reduce_sum(tf.cast(a, tf.float64) * tf.cast(b, tf.float64)) for a, b in zip(hv, v)])
-        return self._held_columns(trainable, non_trainable, v_parts, x, y, tf.float64, form)
+    def _quadratic_forms_chunk(self, trainable, non_trainable, v_parts, x, y):
+        """vᵀHv for each column v on one micro-batch: the second derivative
+        carried forward through the loss's ops where each has a rule, else
+        double backprop (``forms_method`` says which, once traced)."""
+        with recorded() as ops:
+            sources = [tf.identity(t) for t in trainable]  # this graph's own: a micro-batch loop captures the weights
+            loss = self.objective.mean_loss(sources, non_trainable, x, y)
+        try:
+            check_supported(ops, sources)
+        except Unsupported as missing:
+            self.forms_method = f"reverse (no forward rule for {missing})"
+
+            def form(hv, v):
+                return tf.add_n([tf.reduce_sum(tf.cast(a, tf.float64) * tf.cast(b, tf.float64)) for a, b in zip(hv, v)])
+            return self._held_columns(trainable, non_trainable, v_parts, x, y, tf.float64, form)
+        self.forms_method = "taylor"
+        return _each_column(v_parts, tf.float64,
+                            lambda v: tf.cast(second_derivative(ops, loss, sources, v), tf.float64))
 
     def _held_columns(self, trainable, non_trainable, v_parts, x, y, dtype, reduce):
         """``reduce(H v, v)`` (per-variable parts) for each column v of the block.
@@ -332,15 +353,20 @@ class HessianOracle:
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(trainable)
             grads = self.objective.gradient(trainable, non_trainable, x, y)
-        columns = tf.shape(v_parts[0])[0]
 
-        def column(i, out):
-            v = [part[i] for part in v_parts]
+        def column(v):
             hv = outer.gradient(grads, trainable, output_gradients=v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return i + 1, out.write(i, reduce(hv, v))
+            return reduce(hv, v)
+        return _each_column(v_parts, dtype, column)
 
-        _, out = tf.while_loop(lambda i, _: i < columns, column, (tf.constant(0), tf.TensorArray(dtype, size=columns)))
-        return out.stack()
+
+def _each_column(v_parts, dtype, fn):
+    """``fn`` of each column's per-variable parts (a block's parts lead with the column axis), stacked."""
+    columns = tf.shape(v_parts[0])[0]
+
+    def body(i, out):
+        return i + 1, out.write(i, fn([part[i] for part in v_parts]))
+    return tf.while_loop(lambda i, _: i < columns, body, (tf.constant(0), tf.TensorArray(dtype, size=columns)))[1].stack()
 
 
 class Linearisation:
