@@ -71,6 +71,7 @@ def test_trace_within_three_standard_errors(name):
     for estimate in (eoskeras.hutchinson_trace(oracle, 60, seed=1), eoskeras.hutchpp_trace(oracle, 60, seed=1)):
         assert estimate.num_hvps == 60
         assert abs(estimate.value - exact) <= 3 * estimate.stderr + 1e-9 * abs(exact), estimate
+        assert estimate.info["quadratic_forms"] == "taylor"
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -96,8 +96,7 @@ class HessianOracle:
 
     def describe(self) -> dict[str, Any]:
         """The mode the oracle's numbers are computed in, for records."""
-        forms = {} if self.forms_method is None else {"quadratic_forms": self.forms_method}
-        return {**self.objective.describe(), "hvp_mode": self.hvp_mode, **forms}
+        return {**self.objective.describe(), "hvp_mode": self.hvp_mode}
 
     def weights(self) -> np.ndarray:
         """The model's current trainable weights as a flat float64 vector."""
@@ -153,8 +152,8 @@ class HessianOracle:
         loss's ops from one held forward pass (``taylor.py``: on the peer
         benchmark's MLP 0.55–0.60 of double backprop's time). Where an op has
         no rule, double backprop through the held forward pass and gradient,
-        each column's product reduced in the graph; ``forms_method`` (and
-        ``describe()``) says which. Nothing dim-sized comes back. Columns go
+        each column's product reduced in the graph; ``forms_method`` (and a
+        trace estimate's ``info``) says which. Nothing dim-sized comes back. Columns go
         in chunks of at most ``block_size`` × 16 (the input's memory). In
         forward mode, from ``hvp_block``.
         """

@@ -37,6 +37,12 @@ def _rademacher(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     return signs.T
 
 
+def _info(op: SymmetricOperator) -> dict:
+    """The operator's mode, and how an oracle computed the quadratic forms (``HessianOracle.forms_method``)."""
+    method = getattr(op, "forms_method", None)
+    return {**describe_operator(op), **({"quadratic_forms": method} if method else {})}
+
+
 def _mean_and_stderr(samples: np.ndarray) -> tuple[float, float]:
     if len(samples) < 2:
         return float(samples.mean()), float("inf")
@@ -51,7 +57,7 @@ def hutchinson_trace(op: SymmetricOperator, num_samples: int = 100, *, seed: int
     counter = CountingOperator(op)
     rng = np.random.default_rng(seed)
     value, stderr = _mean_and_stderr(counter.quadratic_forms(_rademacher(rng, op.dim, num_samples)))
-    return TraceEstimate(value, stderr, counter.count, "hutchinson", describe_operator(op))
+    return TraceEstimate(value, stderr, counter.count, "hutchinson", _info(op))
 
 
 @one_blas_thread
@@ -77,4 +83,4 @@ def hutchpp_trace(op: SymmetricOperator, num_hvps: int = 99, *, seed: int = 0) -
     g = _rademacher(rng, op.dim, num_hvps - 2 * m)
     g -= q @ (q.T @ g)
     rest, stderr = _mean_and_stderr(counter.quadratic_forms(g))
-    return TraceEstimate(low_rank + rest, stderr, counter.count, "hutch++", describe_operator(op))
+    return TraceEstimate(low_rank + rest, stderr, counter.count, "hutch++", _info(op))
