@@ -16,8 +16,10 @@ Keras and PyTorch; measured at initialisation and after 200 full-batch GD steps
   subset start (``start_examples=START_EXAMPLES``: a first solve on that many
   of the examples, whose Ritz vector starts the full one; its HVPs are
   reported apart, each costing about START_EXAMPLES / 4,000 of a full one).
-- Trace, Hutchinson at equal HVPs (``TRACE_HVPS`` Rademacher vectors each).
-  Error from arithmetic: each library's float32 estimate against its own
+- Trace, Hutchinson at equal HVPs (``TRACE_HVPS`` Rademacher vectors each):
+  PyHessian forms H v and dots it with v; eoskeras carries the second
+  derivative along v forward through the loss's ops (``curvature/taylor.py``;
+  the table's title line says which way it took). Error from arithmetic: each library's float32 estimate against its own
   estimator on the same vectors in float64; the sampling error (stderr) is
   the same estimator's in both.
 - "fresh": the time includes building the oracle / ``hessian`` object (and,
@@ -37,6 +39,7 @@ TensorFlow and in PyTorch: the floor each library's HVP stands on.
 from __future__ import annotations
 
 import _common  # noqa: F401  (sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads)
+import gc
 import statistics
 import sys
 import time
@@ -100,6 +103,9 @@ class CountingHVPs:
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    # Collect earlier repeats' garbage first (both libraries' graphs and tapes hold reference
+    # cycles): otherwise a collection lands in whichever call runs then (timeit does the same).
+    gc.collect()
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
@@ -188,6 +194,7 @@ def compare(net: keras.Model, x: np.ndarray, y: np.ndarray, counter: CountingHVP
 
     trace_ref = eoskeras.hutchpp_trace(reference, REFERENCE_TRACE_HVPS, seed=0)
     m = {k: median(v) for k, v in t.items()}
+    print(f"{label}: eoskeras's quadratic forms: {ours_reused.forms_method}")
     print(f"{label}: lambda_max (float64, converged: {ref_spectrum.converged}) = {lam_ref:.6f}; trace (Hutch++, float64, {REFERENCE_TRACE_HVPS} HVPs) "
           f"{trace_ref.value:.1f} ± {trace_ref.stderr:.1f}; Hutchinson ({TRACE_HVPS} HVPs): eoskeras "
           f"{ours_trace.value:.1f} ± {ours_trace.stderr:.1f}, PyHessian {peer_value:.1f} ± {peer_stderr:.1f}")
