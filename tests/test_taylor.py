@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import eoskeras
-from eoskeras.curvature.taylor import Unsupported, check_supported, recorded, second_derivative
+from eoskeras.curvature.taylor import Unsupported, on_path, recorded, second_derivative
 
 rng = np.random.default_rng(0)
 W = tf.constant(rng.uniform(0.5, 1.5, (3, 4)))  # positive: Log, Sqrt and Rsqrt are defined
@@ -59,8 +59,7 @@ def both(w, v, f):
     with recorded() as ops:
         source = tf.identity(w)
         value = f(source)
-    check_supported(ops, [source])
-    taylor = second_derivative(ops, value, [source], [v])
+    taylor = second_derivative(on_path(ops, [source]), value, [source], [v])
     with tf.GradientTape() as outer:
         outer.watch(w)
         with tf.GradientTape() as inner:
@@ -77,16 +76,36 @@ def test_each_rule_gives_the_second_derivative_of_double_backprop(name):
     assert taylor == pytest.approx(reverse, rel=1e-6 if name == "casts" else 1e-12)
 
 
-def test_an_op_without_a_rule_is_refused_before_anything_is_built():
+@pytest.mark.parametrize("loss,refused", [
+    (lambda w: tf.reduce_sum(tf.math.erf(w)), "Erf"),  # no rule
+    (lambda w: tf.reduce_sum(tf.transpose(A) ** w), "Pow on a derivative"),  # the exponent is taken as fixed
+    (lambda w: tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(tf.nn.softmax(w), A[:3] @ w)),
+     "SoftmaxCrossEntropyWithLogits on a derivative"),  # so are the labels
+    (lambda w: tf.reduce_sum(tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=w, labels=LABELS)[1]),
+     "Sum on a derivative"),  # the gradient output has no rule
+])
+def test_what_has_no_rule_is_refused_before_anything_is_built(loss, refused):
     @tf.function(autograph=False)
     def attempt(w):
         with recorded() as ops:
             source = tf.identity(w)
-            tf.reduce_sum(tf.math.erf(source))
-        check_supported(ops, [source])
+            loss(source)
+        on_path(ops, [source])
 
-    with pytest.raises(Unsupported, match="Erf"):
+    with pytest.raises(Unsupported, match=refused):
         attempt(W)
+
+
+def test_only_the_ops_a_derivative_reaches_are_walked():
+    with tf.Graph().as_default():
+        w = tf.constant(W.numpy())
+        with recorded() as ops:
+            source = tf.identity(w)
+            fixed = tf.math.erf(A.numpy())  # no rule, but no derivative reaches it
+            truncated = tf.cast(tf.cast(source, tf.int32), source.dtype)  # through integers: no derivative
+            tf.reduce_sum(tf.tanh(source) * truncated @ fixed)
+        types = [op.type for op in on_path(ops, [source])]
+    assert sorted(types) == ["Cast", "MatMul", "Mul", "Sum", "Tanh"]
 
 
 def test_an_oracle_falls_back_to_double_backprop_where_an_op_has_no_rule():

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from eoskeras.curvature.choices import HVP_MODES, check_choice
 from eoskeras.curvature.objective import CurvatureObjective, dense
-from eoskeras.curvature.taylor import Unsupported, check_supported, recorded, second_derivative
+from eoskeras.curvature.taylor import Unsupported, on_path, recorded, second_derivative
 from eoskeras.losses import PerExampleLoss
 
 # The most memory a held Lanczos basis and its products may take (float64 rows) if it runs to
@@ -334,7 +334,7 @@ class HessianOracle:
             sources = [tf.identity(t) for t in trainable]  # this graph's own: a micro-batch loop captures the weights
             loss = self.objective.mean_loss(sources, non_trainable, x, y)
         try:
-            check_supported(ops, sources)
+            path = on_path(ops, sources)
         except Unsupported as missing:
             self.forms_method = f"reverse (no forward rule for {missing})"
 
@@ -343,7 +343,7 @@ class HessianOracle:
             return self._held_columns(trainable, non_trainable, v_parts, x, y, tf.float64, form)
         self.forms_method = "taylor"
         return _each_column(v_parts, tf.float64,
-                            lambda v: tf.cast(second_derivative(ops, loss, sources, v), tf.float64))
+                            lambda v: tf.cast(second_derivative(path, loss, sources, v), tf.float64))
 
     def _held_columns(self, trainable, non_trainable, v_parts, x, y, dtype, reduce):
         """``reduce(H v, v)`` (per-variable parts) for each column v of the block.

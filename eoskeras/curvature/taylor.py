@@ -11,9 +11,9 @@ first-order tangents twice, so they cost as much as double backprop.
 
 So this module walks the ops that the loss created in the graph being traced,
 in creation order (which is topological), and applies a rule per op type to
-(first, second) derivative pairs; ``None`` is a zero derivative. Ops that
-no derivative reaches are skipped. An op without a rule on the path from the
-weights to the loss raises ``Unsupported``: the oracle then falls back to
+(first, second) derivative pairs; ``None`` is a zero derivative. Only the
+ops a derivative from the weights reaches are walked (``on_path``); one
+without a rule there raises ``Unsupported``, before anything is built: the oracle then falls back to
 double backprop, so the set of rules bounds speed, never correctness.
 ``StopGradient`` and ops whose outputs are not differentiable give zero, as
 TensorFlow's own gradients do.
@@ -26,8 +26,8 @@ def along(w, v):
     with recorded() as ops:
         source = tf.identity(w)  # this graph's own tensor, which the loss's ops start from
         loss = tf.reduce_sum(tf.tanh(source) ** 2)
-    check_supported(ops, [source])  # Unsupported before anything is built
-    return second_derivative(ops, loss, [source], [v])  # vᵀ H v
+    path = on_path(ops, [source])  # Unsupported before anything is built
+    return second_derivative(path, loss, [source], [v])  # vᵀ H v
 
 along(tf.constant([0.5, -1.0]), tf.constant([1.0, 2.0]))
 ```
@@ -43,7 +43,6 @@ import tensorflow as tf
 
 Tensor = Optional[tf.Tensor]
 Pair = tuple[Tensor, Tensor]  # first and second derivative along t; None where zero
-_UNKNOWN = object()  # an output whose derivative no rule gives: using it is unsupported
 
 
 class Unsupported(Exception):
@@ -60,37 +59,40 @@ def recorded() -> Iterator[list[tf.Operation]]:
     ops.extend(graph.get_operations()[before:])
 
 
-def check_supported(ops: list[tf.Operation], sources: list[tf.Tensor]) -> None:
-    """Raise ``Unsupported`` where an op that ``sources`` reach has no rule
-    (without building anything: a graph being traced keeps what is built)."""
-    reached = {t.ref() for t in sources}
+def on_path(ops: list[tf.Operation], sources: list[tf.Tensor]) -> list[tf.Operation]:
+    """The ops of ``ops`` (``recorded``) that a derivative from ``sources``
+    reaches, for ``second_derivative``. Raises ``Unsupported`` where one has
+    no rule, or takes the derivative where its rule needs a fixed value,
+    without building anything (a graph being traced keeps what is built)."""
+    reached, without_rule, path = {t.ref() for t in sources}, set(), []
     for op in ops:
-        if not any(t.ref() in reached for t in op.inputs) or op.type in _NO_DERIVATIVE:
+        hit = [t.ref() in reached for t in op.inputs]
+        if op.type in _NO_DERIVATIVE:
+            continue
+        if any(t.ref() in without_rule for t in op.inputs) or any(hit[i] for i in _FIXED_INPUTS.get(op.type, ())):
+            raise Unsupported(f"{op.type} on a derivative it has no rule for")
+        if not any(hit):
             continue
         if op.type not in _RULES:
             raise Unsupported(op.type)
-        reached.update(t.ref() for t in op.outputs if t.dtype.is_floating)
+        ruled = _RULED_OUTPUTS.get(op.type, range(len(op.outputs)))
+        for k, t in enumerate(op.outputs):
+            if t.dtype.is_floating:
+                (reached if k in ruled else without_rule).add(t.ref())
+        path.append(op)
+    return path
 
 
-def second_derivative(ops: list[tf.Operation], loss: tf.Tensor, sources: list[tf.Tensor],
+def second_derivative(path: list[tf.Operation], loss: tf.Tensor, sources: list[tf.Tensor],
                       directions: list[tf.Tensor]) -> tf.Tensor:
     """d²/dt² of ``loss`` at t = 0 when each of ``sources`` moves by t times
-    its direction, through ``ops`` (``recorded``, in the graph being traced);
-    a zero where the loss is linear along it. Raises ``Unsupported``."""
+    its direction, through ``path`` (``on_path``, in the graph being traced);
+    a zero where the loss is linear along it."""
     pairs: dict = {t.ref(): (v, None) for t, v in zip(sources, directions)}
-    for op in ops:
+    for op in path:
         given = [pairs.get(t.ref()) for t in op.inputs]
-        if not any(p is not None for p in given):
-            continue
-        if any(p is _UNKNOWN for p in given):
-            raise Unsupported(f"{op.type} uses an output with no derivative rule")
-        if op.type in _NO_DERIVATIVE:
-            continue
-        rule = _RULES.get(op.type)
-        if rule is None:
-            raise Unsupported(op.type)
-        for t, pair in zip(op.outputs, rule(op, given)):
-            if pair is not None and (pair is _UNKNOWN or pair[0] is not None or pair[1] is not None):
+        for t, pair in zip(op.outputs, _RULES[op.type](op, given)):
+            if pair is not None and t.dtype.is_floating and (pair[0] is not None or pair[1] is not None):
                 pairs[t.ref()] = pair
     second = pairs.get(loss.ref(), (None, None))[1]
     return tf.zeros_like(loss) if second is None else second
@@ -116,10 +118,7 @@ def _scale(c: Tensor, t: Tensor) -> Tensor:
 def _linear(apply: Callable[[tf.Operation, tf.Tensor], tf.Tensor]) -> Callable:
     """An op linear in its first input (the others are shapes, axes, indices)."""
     def rule(op, given):
-        pair = given[0] or (None, None)
-        if any(p is not None for p in given[1:]):
-            raise Unsupported(f"{op.type} with a weight-dependent shape or index input")
-        return [tuple(None if t is None else apply(op, t) for t in pair)]
+        return [tuple(None if t is None else apply(op, t) for t in given[0] or (None, None))]
     return rule
 
 
@@ -137,8 +136,6 @@ def _bilinear(product: Callable[[tf.Operation, tf.Tensor, tf.Tensor], tf.Tensor]
     def rule(op, given):
         (a1, a2), (b1, b2) = (p or (None, None) for p in given[:2])
         a, b = op.inputs[0], op.inputs[1]
-        if any(p is not None for p in given[2:]):
-            raise Unsupported(f"{op.type} with a weight-dependent shape input")
         times = lambda u, w: None if u is None or w is None else product(op, u, w)  # noqa: E731
         cross = times(a1, b1)  # each term has one factor of each operand: the output's shape
         return [(_total(times(a1, b), times(a, b1)), _total(times(a2, b), None if cross is None else 2 * cross,
@@ -173,8 +170,6 @@ def _quotient(op, given):
 
 def _power(op, given):
     # z = a^b with the exponent fixed: f′ = b a^(b−1), f″ = b (b−1) a^(b−2) (zero where the factor is).
-    if given[1] is not None:
-        raise Unsupported("Pow with a weight-dependent exponent")
     b = op.inputs[1]
 
     def coefficients(a, z):
@@ -213,8 +208,6 @@ def _joined(build: Callable[[tf.Operation, list[tf.Tensor]], tf.Tensor], count: 
     """Concat/Pack: the derivatives joined like the values (zeros where none)."""
     def rule(op, given):
         n = count(op)
-        if any(p is not None for p in given[n:]):
-            raise Unsupported(f"{op.type} with a weight-dependent axis")
         orders = []
         for k in range(2):
             parts = [None if p is None else p[k] for p in given[:n]]
@@ -225,8 +218,6 @@ def _joined(build: Callable[[tf.Operation, list[tf.Tensor]], tf.Tensor], count: 
 
 
 def _unstacked(op, given):
-    if any(p is not None for p in given[1:]):
-        raise Unsupported(f"{op.type} with a weight-dependent axis")
     first, second = given[0]
     split = lambda t: [None] * len(op.outputs) if t is None else (  # noqa: E731
         tf.unstack(t, num=op.get_attr("num"), axis=op.get_attr("axis")))
@@ -237,8 +228,6 @@ def _softmax_cross_entropy(op, given):
     """ℓ = logsumexp(z) − ⟨labels, z⟩ per row, labels fixed: ℓ̇ = ⟨p − labels, ż⟩,
     ℓ̈ = ⟨p − labels, z̈⟩ + ⟨p, ż²⟩ − ⟨p, ż⟩². The second output (the
     gradient) has no rule."""
-    if given[1] is not None:
-        raise Unsupported(f"{op.type} with weight-dependent labels")
     logits, labels = op.inputs[0], op.inputs[1]
     first, second = given[0]
     p = tf.nn.softmax(logits)
@@ -249,7 +238,7 @@ def _softmax_cross_entropy(op, given):
     loss_first = None if first is None else row(residual * first)
     mean_first = None if first is None else row(p * first)
     curvature = None if first is None else row(p * first * first) - mean_first * mean_first
-    return [(loss_first, _total(None if second is None else row(residual * second), curvature)), _UNKNOWN]
+    return [(loss_first, _total(None if second is None else row(residual * second), curvature)), None]
 
 
 def _log_softmax_pair(p: tf.Tensor, first: Tensor, second: Tensor) -> Pair:
@@ -377,6 +366,12 @@ _LINEAR: dict[str, Callable[[tf.Operation, tf.Tensor], tf.Tensor]] = {
     "BroadcastTo": lambda op, t: tf.broadcast_to(t, op.inputs[1]),
     "AvgPool": lambda op, t: tf.raw_ops.AvgPool(value=t, **_pool_attrs(op)),
 }
+
+# Inputs whose rule takes them as fixed values (exponents, labels, pad values), and the
+# outputs a rule gives (the rest have none): a derivative into or out of them is unsupported.
+_FIXED_INPUTS = {"Pow": (1,), "PadV2": (2,), "SoftmaxCrossEntropyWithLogits": (1,),
+                 "SparseSoftmaxCrossEntropyWithLogits": (1,)}
+_RULED_OUTPUTS = {"SoftmaxCrossEntropyWithLogits": (0,), "SparseSoftmaxCrossEntropyWithLogits": (0,)}
 
 # Outputs with zero derivative: not differentiable, or cut off as TensorFlow's gradients cut them.
 _NO_DERIVATIVE = frozenset({
