@@ -32,6 +32,9 @@ FUNCTIONS = {
                                                           + tf.nn.leaky_relu(w - 1.0, 0.3) + tf.nn.elu(w - 1.0)) ** 2),
     "maximum, minimum, squared difference": lambda w: tf.reduce_sum(
         tf.maximum(w, 1.0) * tf.minimum(w * w, 1.2) + tf.math.squared_difference(w, tf.transpose(A))),
+    # Select (v1) with a vector condition picks rows; SelectV2 broadcasts
+    "select, select v2": lambda w: tf.reduce_sum(tf.compat.v1.where(tf.constant([True, False, True]), w ** 3, w * w)
+                                                 + tf.where(tf.transpose(A) > 0, tf.tanh(w), w[:1] ** 2)),
     "concat, stack, unstack, slices, gather": lambda w: tf.reduce_sum(tf.concat([w, w * w], 0)[1:4, ::2] ** 3)
     + tf.reduce_sum(tf.stack([w, tf.sin(tf.transpose(A))], 1) ** 2 * tf.stack(tf.unstack(w, axis=1)[::-1], 1)[:, None, :])
     + tf.reduce_sum(tf.gather(w, [2, 0], axis=1) ** 3),

@@ -46,6 +46,9 @@ def test_builder_hvp_matches_finite_differences(name, float64_policy):
     fd = (grad(w + h * v) - grad(w - h * v)) / (2 * h)
     hv = oracle.hvp(v)
     assert np.linalg.norm(hv - fd) <= 1e-6 * np.linalg.norm(fd), (name, oracle.dim)
+    # The trace's quadratic forms take the forward (Taylor) rules on every builder's ops.
+    assert oracle.quadratic_forms(v[:, None])[0] == pytest.approx(v @ hv, rel=1e-10, abs=1e-12 * np.linalg.norm(hv))
+    assert oracle.forms_method == "taylor"
 
 
 def test_a_keras_applications_network_gets_exact_hvps(float64_policy):

@@ -186,22 +186,34 @@ def _squared_difference(op, given):
     return [(_like(_scale(2 * d, d1), z), _like(_total(None if d1 is None else 2 * d1 * d1, _scale(2 * d, d2)), z))]
 
 
+def _chosen(mask: tf.Tensor, given: list, inputs: list[tf.Tensor], z: tf.Tensor) -> list[Pair]:
+    """Each derivative from the input ``mask`` chooses (the first where True):
+    piecewise, so no curvature of its own."""
+    orders = []
+    for k in range(2):
+        ta, tb = (None if p is None else p[k] for p in given)
+        if ta is None and tb is None:
+            orders.append(None)
+            continue
+        ta, tb = (_like(tf.zeros_like(x) if t is None else t, z) for t, x in ((ta, inputs[0]), (tb, inputs[1])))
+        orders.append(tf.where(_like(mask, z), ta, tb))
+    return [tuple(orders)]
+
+
 def _select(keep_first: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> Callable:
-    """Maximum/Minimum: each derivative from the input that wins, ties to the
-    first (as TensorFlow's gradient); piecewise linear, so no curvature of its own."""
+    """Maximum/Minimum: ties go to the first input, as in TensorFlow's gradient."""
     def rule(op, given):
-        a, b, z = op.inputs[0], op.inputs[1], op.outputs[0]
-        mask = keep_first(a, b)
-        orders = []
-        for k in range(2):
-            ta, tb = (None if p is None else p[k] for p in given)
-            if ta is None and tb is None:
-                orders.append(None)
-                continue
-            ta, tb = (_like(tf.zeros_like(x) if t is None else t, z) for t, x in ((ta, a), (tb, b)))
-            orders.append(tf.where(_like(mask, z), ta, tb))
-        return [tuple(orders)]
+        return _chosen(keep_first(op.inputs[0], op.inputs[1]), given, op.inputs[:2], op.outputs[0])
     return rule
+
+
+def _where(op, given):
+    # Select/SelectV2 (tf.where; TensorFlow's deterministic cross-entropy uses them). Select's
+    # vector condition picks rows, where tf.where would broadcast it along the last axis.
+    condition, z = op.inputs[0], op.outputs[0]
+    if op.type == "Select" and condition.shape.rank == 1 and z.shape.rank != 1:
+        condition = tf.reshape(condition, tf.concat([tf.shape(condition), tf.ones([tf.rank(z) - 1], tf.int32)], 0))
+    return _chosen(condition, given[1:], op.inputs[1:], z)
 
 
 def _joined(build: Callable[[tf.Operation, list[tf.Tensor]], tf.Tensor], count: Callable[[tf.Operation], int]):
@@ -377,6 +389,7 @@ _RULED_OUTPUTS = {"SoftmaxCrossEntropyWithLogits": (0,), "SparseSoftmaxCrossEntr
 _NO_DERIVATIVE = frozenset({
     "Shape", "ShapeN", "Size", "Rank", "ZerosLike", "OnesLike", "StopGradient", "ArgMax", "ArgMin", "Equal",
     "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "Sign", "Floor", "Ceil", "Round", "IsFinite", "IsNan",
+    "LogicalAnd", "LogicalOr", "LogicalNot", "OneHot",
 })
 
 _RULES: dict[str, Callable[[tf.Operation, list], list]] = {
@@ -400,6 +413,8 @@ _RULES: dict[str, Callable[[tf.Operation, list], list]] = {
     "Pow": _power,
     "Maximum": _select(lambda a, b: a >= b),
     "Minimum": _select(lambda a, b: a <= b),
+    "Select": _where,
+    "SelectV2": _where,
     "ConcatV2": _joined(lambda op, ts: tf.concat(ts, axis=op.inputs[-1]), lambda op: len(op.inputs) - 1),
     "Pack": _joined(lambda op, ts: tf.stack(ts, axis=op.get_attr("axis")), lambda op: len(op.inputs)),
     "Unpack": _unstacked,
