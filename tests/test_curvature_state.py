@@ -23,6 +23,12 @@ def bn_dropout_model():
     ])
 
 
+def plain_model():
+    """Nothing for the twin to change: measured as itself, not cloned."""
+    return keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Conv2D(3, 3, activation="tanh"),
+                             keras.layers.Flatten(), keras.layers.Dense(3)])
+
+
 def all_curvature_calls(model, x, y):
     for bn_mode in ("batch", "inference"):
         oracle = eoskeras.HessianOracle(model, "cross_entropy", x, y, micro_batch_size=7, bn_mode=bn_mode)
@@ -37,9 +43,10 @@ def draws():
     return (np.random.rand(), random.random(), float(tf.random.uniform(())), float(keras.random.uniform(())))
 
 
-def test_no_model_optimizer_or_rng_state_changes():
+@pytest.mark.parametrize("build", [bn_dropout_model, plain_model])
+def test_no_model_optimizer_or_rng_state_changes(build):
     keras.utils.set_random_seed(0)
-    model = bn_dropout_model()
+    model = build()
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((20, 5, 5, 1)).astype("float32"), rng.integers(0, 3, 20)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -57,6 +64,22 @@ def test_no_model_optimizer_or_rng_state_changes():
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
     assert after_curvature == untouched
+
+
+@pytest.mark.parametrize("build,dtype,cloned", [
+    (plain_model, "float32", False),
+    (plain_model, "float64", True),   # each layer must compute in float64
+    (bn_dropout_model, "float32", True),   # exact BatchNormalization, no Dropout
+    (lambda: keras.Sequential([plain_model(), keras.layers.Dropout(0.5)]), "float32", True),   # nested or not
+])
+def test_the_twin_is_a_clone_only_where_a_layer_must_change(build, dtype, cloned):
+    model = build()
+    variables = len(model.variables)
+    objective = eoskeras.CurvatureObjective(model, "mse", np.zeros((4, 5, 5, 1)), np.zeros(4, int), dtype=dtype)
+    assert (objective.twin.model is not model) == cloned
+    assert len(model.variables) == variables
+    if not cloned:  # the model itself: its own variables, in their own order
+        assert objective.twin.trainable_order == tuple(range(len(model.trainable_variables)))
 
 
 def test_dropout_is_off_and_batch_mode_uses_batch_statistics():
