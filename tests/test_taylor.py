@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import eoskeras
-from eoskeras.curvature.taylor import Unsupported, on_path, recorded, second_derivative
+from eoskeras.curvature.taylor import Unsupported, on_path, quadratic_form, recorded
 
 rng = np.random.default_rng(0)
 W = tf.constant(rng.uniform(0.5, 1.5, (3, 4)))  # positive: Log, Sqrt and Rsqrt are defined
@@ -63,7 +63,7 @@ def both(w, v, f):
     with recorded() as ops:
         source = tf.identity(w)
         value = f(source)
-    taylor = second_derivative(on_path(ops, [source]), value, [source], [v])
+    taylor = quadratic_form(on_path(ops, [source]), value)([source], [v])
     with tf.GradientTape() as outer:
         outer.watch(w)
         with tf.GradientTape() as inner:

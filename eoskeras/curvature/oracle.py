@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from eoskeras.curvature.choices import HVP_MODES, check_choice
 from eoskeras.curvature.objective import CurvatureObjective, dense
-from eoskeras.curvature.taylor import Unsupported, on_path, recorded, second_derivative
+from eoskeras.curvature.taylor import Unsupported, on_path, quadratic_form, recorded
 from eoskeras.losses import PerExampleLoss
 
 # The most memory a held Lanczos basis and its products may take (float64 rows) if it runs to
@@ -148,9 +148,10 @@ class HessianOracle:
         """vᵀHv for each column v of ``vectors`` (dim × m), float64. Counts m HVPs.
 
         What Hutchinson's trace needs, without H V itself: the second
-        derivative of the loss along each column, carried forward through the
-        loss's ops from one held forward pass (``taylor.py``: on the peer
-        benchmark's MLP 16–17 ms a vector against double backprop's 27–29). Where an op has
+        derivative of the loss along each column, from first derivatives
+        carried forward through the loss's ops and local terms contracted
+        with one backward pass (``taylor.py``: on the peer benchmark's MLP
+        17.2 ms a vector against 35.0 by double backprop in one run). Where an op has
         no rule, double backprop through the held forward pass and gradient,
         each column's product reduced in the graph; ``forms_method`` (and a
         trace estimate's ``info``) says which. Nothing dim-sized comes back. Columns go
@@ -327,9 +328,9 @@ class HessianOracle:
                                   lambda hv, v: self.objective.flatten(hv))
 
     def _quadratic_forms_chunk(self, trainable, non_trainable, v_parts, x, y):
-        """vᵀHv for each column v on one micro-batch: the second derivative
-        carried forward through the loss's ops where each has a rule, else
-        double backprop (``forms_method`` says which, once traced)."""
+        """vᵀHv for each column v on one micro-batch: Taylor mode through the
+        loss's ops where each has a rule, else double backprop
+        (``forms_method`` says which, once traced)."""
         with recorded() as ops:
             sources = [tf.identity(t) for t in trainable]  # this graph's own: a micro-batch loop captures the weights
             loss = self.objective.mean_loss(sources, non_trainable, x, y)
@@ -342,8 +343,8 @@ class HessianOracle:
                 return tf.add_n([tf.reduce_sum(tf.cast(a, tf.float64) * tf.cast(b, tf.float64)) for a, b in zip(hv, v)])
             return self._held_columns(trainable, non_trainable, v_parts, x, y, tf.float64, form)
         self.forms_method = "taylor"
-        return _each_column(v_parts, tf.float64,
-                            lambda v: tf.cast(second_derivative(path, loss, sources, v), tf.float64))
+        form = quadratic_form(path, loss)  # its adjoints outside the loop: one backward pass for all columns
+        return _each_column(v_parts, tf.float64, lambda v: form(sources, v))
 
     def _held_columns(self, trainable, non_trainable, v_parts, x, y, dtype, reduce):
         """``reduce(H v, v)`` (per-variable parts) for each column v of the block.
