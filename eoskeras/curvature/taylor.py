@@ -1,33 +1,30 @@
-"""Quadratic forms vᵀHv by second-order forward (Taylor) mode over the loss's own ops.
+"""Quadratic forms vᵀHv by Taylor mode over the loss's own ops.
 
 Hutchinson's trace needs vᵀHv = d²/dt² L(w + t v) at t = 0, not H v. Double
 backprop (what H v costs) multiplies each weight matrix's input twice per
-vector, forward (X V) and back (Xᵀ U); carrying the first and second
-derivatives along t forward through the ops needs only the forward products
-(X V once, and for a hidden layer A V, Ȧ W, Ä W, Ȧ V). On the peer
-benchmark's 784-200-200-10 MLP that is 1.27 of 2.21 G multiply-adds a vector.
-TensorFlow has no such mode: nested ``ForwardAccumulator``s compute the
-first-order tangents twice, so they cost as much as double backprop.
+vector, forward (X V) and back (Xᵀ U). Taylor mode needs only forward
+products: first derivatives along t are carried forward through the ops (X V
+once; for a hidden layer Ȧ W and A V). An op's second derivative is linear
+in its inputs' second derivatives plus a local term (f″ȧ² for a pointwise f,
+2ȧ⊗ḃ for a product: Ȧ V), so the loss's is the sum over ops of each local
+term contracted with the loss's gradient with respect to that op's output
+(its adjoint). The adjoints take one backward pass, shared by every
+direction, as do each pointwise op's f′ and adjoint ⊙ f″; nothing second-order
+is pushed through the weights. On the peer benchmark's 784-200-200-10 MLP
+that is 1.13 G multiply-adds a vector, against 2.26 G by double backprop and
+1.30 G were second derivatives carried forward too. TensorFlow has no such mode:
+nested ``ForwardAccumulator``s compute the first-order tangents twice, so
+they cost as much as double backprop.
 
 So this module walks the ops that the loss created in the graph being traced,
 in creation order (which is topological), and applies a rule per op type
 (for a pointwise op, its f′ and f″) to derivatives along t; ``None`` is a
-zero derivative. Only the
-ops a derivative from the weights reaches are walked (``on_path``); one
-without a rule there raises ``Unsupported``, before anything is built: the oracle then falls back to
-double backprop, so the set of rules bounds speed, never correctness.
-``StopGradient`` and ops whose outputs are not differentiable give zero, as
-TensorFlow's own gradients do.
-
-Only first derivatives are carried forward. An op's second derivative is
-linear in its inputs' second derivatives plus a local term (f″ȧ² for a
-pointwise f, 2ȧ⊗ḃ for a product), so the loss's is the sum over ops of each
-local term contracted with the loss's gradient with respect to that op's
-output (its adjoint): one backward pass, shared by every direction, as are
-each pointwise op's f′ and adjoint ⊙ f″. That skips pushing second
-derivatives through the weights (Ä W for a hidden layer) and the
-elementwise work that does not depend on the direction: on the peer MLP
-1.12 instead of 1.27 G multiply-adds a vector.
+zero derivative. Only the ops a derivative from the weights reaches are
+walked (``on_path``); one without a rule there raises ``Unsupported``,
+before anything is built: the oracle then falls back to double backprop, so
+the set of rules bounds speed, never correctness. ``StopGradient`` and ops
+whose outputs are not differentiable give zero, as TensorFlow's own
+gradients do.
 
 Example (the oracle does this for a model's loss, per micro-batch):
 
