@@ -1,7 +1,7 @@
 """eoskeras against PyHessian (PyTorch, CPU) on the same network, weights and data, in one run.
 
 Run: ``pip install -e ".[bench]"`` then ``python benchmarks/peer_pyhessian.py``
-(3.0–3.7 minutes on 2 CPU cores in six timed runs on 2026-12-01 and 02). Not part of the test suite.
+(2.9–3.7 minutes on 2 CPU cores in seven timed runs on 2026-12-01 and 02). Not part of the test suite.
 
 The setup: the 784-200-200-10 tanh MLP, MSE (0.5·‖f(x) − onehot(y)‖², mean over
 examples), the 4,000 embedded training digits, float32, the same weights in
