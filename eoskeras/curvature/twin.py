@@ -124,11 +124,11 @@ def _instance_twin(model: keras.Model, dtype: str) -> Twin:
     """A model measured as itself: exact through instance patches, if it has any."""
     layers = list(model._flatten_layers(include_self=False, recursive=True))
     _check_exactable(layers)
-    floats = {v.dtype for v in model.variables if "float" in str(v.dtype)}
-    if _float_dtypes(model, layers) != {dtype}:
+    floats, dtypes = {v.dtype for v in model.variables if "float" in str(v.dtype)}, _float_dtypes(model, layers)
+    if dtypes != {dtype}:  # only a subclassed model gets here in another dtype: a cloneable one is cloned
         raise ValueError(
             f"dtype: got {dtype!r}, but the subclassed {type(model).__name__} computes in "
-            f"{', '.join(sorted(_float_dtypes(model, layers)))}: a subclassed model is measured as built (it cannot be cloned "
+            f"{', '.join(sorted(dtypes))}: a subclassed model is measured as built (it cannot be cloned "
             f"into another dtype, and Keras casts weight values to each variable's dtype). Pass dtype="
             f"{next(iter(floats)) if len(floats) == 1 else 'its dtype'}, or build the model under "
             f"keras.config.set_dtype_policy({dtype!r}).")
