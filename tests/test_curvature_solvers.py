@@ -209,3 +209,15 @@ def test_eigenvalue_criterion_bounds_the_eigenvalue_error_in_fewer_hvps():
     assert eigenvalue.record()["criterion"] == "eigenvalue"
     with pytest.raises(ValueError, match="criterion: got 'exact'; allowed: residual, eigenvalue"):
         eoskeras.lanczos(op, k=1, criterion="exact")
+
+
+def test_tracker_stops_once_its_basis_spans_the_space():
+    # A tolerance below rounding: once the basis holds every direction the Ritz pairs are
+    # exact and a residual is rounding alone. Expanding by it (normalised noise) used to
+    # spoil the basis until the budget ran out, with residuals larger than the eigenvalues.
+    lam = np.linspace(-1.0, 4.0, 30)
+    spectrum = eoskeras.track_top_k(DenseOperator(matrix_with_spectrum(lam)), 3, tol=1e-17, max_basis=30,
+                                    max_hvps=120)
+    assert spectrum.converged and spectrum.num_hvps == 30
+    assert np.all(spectrum.residuals <= 1e-13 * spectrum.scale)
+    np.testing.assert_allclose(spectrum.eigenvalues, lam[::-1][:3], rtol=1e-12)

@@ -93,8 +93,8 @@ def _track(op: SymmetricOperator, k: int, init: np.ndarray | None, guard: int, *
         res = row_norms(residuals)
         scale = max(np.abs(theta).max(), 1e-300)
         done = res <= tol * scale
-        if (kk == k and done.all()) or counter.count >= max_hvps:
-            break
+        if (kk == k and done.all()) or counter.count >= max_hvps or size == n:
+            break  # converged, out of HVPs, or the basis spans the space (a residual is then rounding alone)
         expansion = orthonormal_rows(residuals[~done], basis[:size])[: max_hvps - counter.count]
         if len(expansion) == 0:
             break  # the basis is invariant: the Ritz pairs are exact
