@@ -88,6 +88,15 @@ class CountingOperator:
             self.count += len(result.alphas)
         return result
 
+    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int):
+        """The operator's own block iteration holding its linearisation
+        (``HessianOracle.held_track``), counted; None where it has none."""
+        held = getattr(self.op, "held_track", None)
+        result = held(start, k, guard, tol, max_hvps, max_basis) if held is not None else None
+        if result is not None:
+            self.count += int(result.count)
+        return result
+
 
 def apply_block(op, block: np.ndarray, counter: "CountingOperator | None" = None) -> np.ndarray:
     """``op`` applied to the columns of ``block``: through ``op.matmat`` when

@@ -13,7 +13,7 @@ The data, micro-batches, replicas, twin and vector layout belong to the
 ``CurvatureObjective`` (``objective.py``); this module holds only the products
 computed on one micro-batch: double backprop, forward-over-reverse, a block
 of products (or of their quadratic forms vᵀHv) sharing one linearisation, and
-Lanczos steps sharing one.
+Lanczos steps or a tracker's whole block iteration sharing one.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from eoskeras.curvature.choices import HVP_MODES, check_choice
+from eoskeras.curvature.held_tracker import HeldTrack, block_eigenpairs
 from eoskeras.curvature.objective import CurvatureObjective, dense
 from eoskeras.curvature.taylor import Unsupported, on_path, quadratic_form, recorded
 from eoskeras.losses import PerExampleLoss
@@ -80,7 +81,7 @@ class HessianOracle:
         check_choice("hvp_mode", hvp_mode, HVP_MODES)
         self.objective, self.hvp_mode, self.block_size, self.num_hvps = objective, hvp_mode, block_size, 0
         self.dim = objective.dim
-        self._held_lanczos, self._fresh = None, True
+        self._held_lanczos, self._held_track, self._fresh = None, None, True
         self.forms_method: str | None = None  # how quadratic_forms computes, once traced
         vector = lambda _: tf.zeros([self.dim], objective.dtype)  # noqa: E731
         block = lambda v_parts: tf.zeros(tf.stack([tf.shape(v_parts[0])[0], self.dim]), objective.dtype)  # noqa: E731
@@ -219,6 +220,32 @@ class HessianOracle:
         breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
         return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]), ritz, product)
 
+    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int,
+                   max_basis: int) -> HeldTrack | None:
+        """``tracker._track``'s block iteration from the orthonormal rows
+        ``start`` in one graph call that holds the forward pass and gradient
+        across all its products (``held_tracker.block_eigenpairs``); as NumPy
+        arrays. Returns None where ``held_lanczos`` would for ``max_basis``
+        steps; the tracker then drives the products itself."""
+        objective = self.objective
+        if not self._can_hold(max_basis):
+            return None
+        if self._held_track is None:
+            scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
+            signature = objective.signature(tf.TensorSpec([None, self.dim], tf.float64), scalar(tf.int32),
+                                            scalar(tf.int32), scalar(tf.float64), scalar(tf.int32),
+                                            scalar(tf.int32))
+            # Its identity is this oracle's, as held_lanczos's graph.
+            self._held_track = tf.function(functools.partial(self._track_graph), input_signature=signature,
+                                           autograph=False)
+            self._held_track_concrete = self._held_track.get_concrete_function()
+        trainable, non_trainable = objective.point()
+        result = HeldTrack(*(t.numpy() for t in self._held_track_concrete(
+            trainable, non_trainable, tf.constant(start, tf.float64), tf.constant(k), tf.constant(guard),
+            tf.constant(tol, tf.float64), tf.constant(max_hvps), tf.constant(max_basis), *objective.data)))
+        self.num_hvps += int(result.count)
+        return result
+
     def linearisation(self, steps: int, subset: int | None = None, seed: int = 0) -> "Linearisation | None":
         """The Hessian at the current weights (of ``subset`` examples, as in
         ``held_lanczos``) as an operator whose products are backward passes
@@ -250,16 +277,21 @@ class HessianOracle:
         chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
         return [tf.gather(t, chosen) for t in objective.data]
 
+    def _track_graph(self, trainable, non_trainable, start, k, guard, tol, max_hvps, max_basis, x, y):
+        objective = self.objective
+        held = self._held(trainable, non_trainable, x, y)
+
+        def products(rows):
+            parts = objective.split(tf.cast(rows, objective.dtype))
+            return tf.cast(_each_column(parts, objective.dtype, lambda v: objective.flatten(held(v))), tf.float64)
+        return block_eigenpairs(products, start, k, guard, tol, max_hvps, max_basis)
+
     def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, reorthogonalise, x, y):
         objective = self.objective
-        with tf.GradientTape(persistent=True) as outer:
-            outer.watch(trainable)
-            grads = objective.gradient(trainable, non_trainable, x, y)
+        held = self._held(trainable, non_trainable, x, y)
 
         def hvp(q):
-            parts = objective.split(tf.cast(q, objective.dtype))
-            product = dense(outer.gradient(grads, trainable, output_gradients=parts), trainable)
-            return tf.cast(objective.flatten(product), tf.float64)
+            return tf.cast(objective.flatten(held(objective.split(tf.cast(q, objective.dtype)))), tf.float64)
 
         def ritz(a, b):  # eigenpairs of the tridiagonal T (ascending); b holds the last β too
             return tf.linalg.eigh(tf.linalg.diag(a) + tf.linalg.diag(b[:-1], k=1) + tf.linalg.diag(b[:-1], k=-1))
@@ -350,14 +382,17 @@ class HessianOracle:
         """``reduce(H v, v)`` (per-variable parts) for each column v of the block.
         The tape holds the forward pass and the gradient (the linearisation);
         each column then costs one backward pass through the gradient."""
+        held = self._held(trainable, non_trainable, x, y)
+        return _each_column(v_parts, dtype, lambda v: reduce(held(v), v))
+
+    def _held(self, trainable, non_trainable, x, y):
+        """H times one direction's per-variable parts, as one backward pass
+        through a tape that holds the forward pass and the gradient (the
+        linearisation) for every call."""
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(trainable)
             grads = self.objective.gradient(trainable, non_trainable, x, y)
-
-        def column(v):
-            hv = outer.gradient(grads, trainable, output_gradients=v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return reduce(hv, v)
-        return _each_column(v_parts, dtype, column)
+        return lambda v: dense(outer.gradient(grads, trainable, output_gradients=v), trainable)
 
 
 def _each_column(v_parts, dtype, fn):
