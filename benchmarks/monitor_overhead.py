@@ -1,6 +1,6 @@
 """Monitoring cost on the quickstart recipe, and warm against cold eigensolves.
 
-Run: ``python benchmarks/monitor_overhead.py`` (122–139 s on 2 CPU cores in three runs on 2026-12-02).
+Run: ``python benchmarks/monitor_overhead.py`` (90–128 s on 2 CPU cores in two runs on 2026-12-02).
 
 Part 1 trains recipes/quickstart.yaml through the runner with curvature
 monitoring on (the recipe's top-5 every 10 steps, tol 1e-3), on with the
