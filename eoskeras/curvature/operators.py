@@ -189,5 +189,13 @@ class PreconditionedOperator:
     def matmat(self, block: np.ndarray) -> np.ndarray:
         return self._scale[:, None] * apply_block(self.op, self._scale[:, None] * block)
 
+    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int,
+                   scale: np.ndarray | None = None):
+        """The wrapped operator's held block iteration on P^{-1/2} H P^{-1/2}
+        (``HessianOracle.held_track``), or None where it has none."""
+        held = getattr(self.op, "held_track", None)
+        combined = self._scale if scale is None else self._scale * scale
+        return None if held is None else held(start, k, guard, tol, max_hvps, max_basis, scale=combined)
+
     def describe(self) -> dict:
         return {**describe_operator(self.op), "preconditioned": True}

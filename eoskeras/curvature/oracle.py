@@ -220,13 +220,15 @@ class HessianOracle:
         breakdown = betas[m - 1] <= 1e-12 * max(np.abs(alphas).max(), betas.max(), 1e-300)
         return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]), ritz, product)
 
-    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int,
-                   max_basis: int) -> HeldTrack | None:
+    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int,
+                   scale: np.ndarray | None = None) -> HeldTrack | None:
         """``tracker._track``'s block iteration from the orthonormal rows
         ``start`` in one graph call that holds the forward pass and gradient
         across all its products (``held_tracker.block_eigenpairs``); as NumPy
-        arrays. Returns None where ``held_lanczos`` would for ``max_basis``
-        steps; the tracker then drives the products itself."""
+        arrays. With ``scale`` (dim positive numbers, D) it solves for D H D
+        instead: a ``PreconditionedOperator``'s. Returns None where
+        ``held_lanczos`` would for ``max_basis`` steps; the tracker then
+        drives the products itself."""
         objective = self.objective
         if not self._can_hold(max_basis):
             return None
@@ -234,7 +236,7 @@ class HessianOracle:
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
             signature = objective.signature(tf.TensorSpec([None, self.dim], tf.float64), scalar(tf.int32),
                                             scalar(tf.int32), scalar(tf.float64), scalar(tf.int32),
-                                            scalar(tf.int32))
+                                            scalar(tf.int32), tf.TensorSpec([self.dim], tf.float64))
             # Its identity is this oracle's, as held_lanczos's graph.
             self._held_track = tf.function(functools.partial(self._track_graph), input_signature=signature,
                                            autograph=False)
@@ -242,7 +244,8 @@ class HessianOracle:
         trainable, non_trainable = objective.point()
         result = HeldTrack(*(t.numpy() for t in self._held_track_concrete(
             trainable, non_trainable, tf.constant(start, tf.float64), tf.constant(k), tf.constant(guard),
-            tf.constant(tol, tf.float64), tf.constant(max_hvps), tf.constant(max_basis), *objective.data)))
+            tf.constant(tol, tf.float64), tf.constant(max_hvps), tf.constant(max_basis),
+            tf.constant(np.ones(self.dim) if scale is None else scale, tf.float64), *objective.data)))
         self.num_hvps += int(result.count)
         return result
 
@@ -277,13 +280,14 @@ class HessianOracle:
         chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
         return [tf.gather(t, chosen) for t in objective.data]
 
-    def _track_graph(self, trainable, non_trainable, start, k, guard, tol, max_hvps, max_basis, x, y):
+    def _track_graph(self, trainable, non_trainable, start, k, guard, tol, max_hvps, max_basis, scale, x, y):
         objective = self.objective
         held = self._held(trainable, non_trainable, x, y)
 
-        def products(rows):
-            parts = objective.split(tf.cast(rows, objective.dtype))
-            return tf.cast(_each_column(parts, objective.dtype, lambda v: objective.flatten(held(v))), tf.float64)
+        def products(rows):  # D H D times each row
+            parts = objective.split(tf.cast(rows * scale, objective.dtype))
+            hv = _each_column(parts, objective.dtype, lambda v: objective.flatten(held(v)))
+            return tf.cast(hv, tf.float64) * scale
         return block_eigenpairs(products, start, k, guard, tol, max_hvps, max_basis)
 
     def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, reorthogonalise, x, y):

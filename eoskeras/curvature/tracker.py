@@ -156,8 +156,9 @@ class EigenTracker:
     46.6 ms, the same 18.75 HVPs; ``benchmarks/monitor_overhead.py``); the
     graph's trace and first call cost its first measurement 0.14–0.22 s more
     (three runs).
-    Other operators (Adam's preconditioned one, several micro-batches) are
-    driven from the host, with the same iteration and results.
+    Adam's preconditioned operator is held too (its scaling goes into the
+    graph); others (several micro-batches, Gauss–Newton) are driven from the
+    host, with the same iteration and results.
 
     ``state()`` / ``load_state()`` save and restore the vectors (for resuming
     an interrupted run with the same warm start).
