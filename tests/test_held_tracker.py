@@ -123,3 +123,24 @@ def test_a_preconditioned_operator_is_held_with_its_scaling():
     assert_same(a, b)
     assert a.converged
     np.testing.assert_allclose(a.eigenvalues, np.linalg.eigvalsh((dense + dense.T) / 2)[::-1][:3], rtol=1e-9)
+
+
+def test_held_orthonormalisation_drops_what_the_basis_or_other_rows_already_span():
+    # The held graph's expansion step alone: rows in the basis's span, repeated rows and nearly
+    # dependent ones (which need SVQB's second pass) leave exactly the new directions, orthonormal.
+    import tensorflow as tf
+    from eoskeras.curvature.held_tracker import _orthonormal_against
+
+    rng = np.random.default_rng(0)
+    n = 40
+    basis = np.linalg.qr(rng.standard_normal((n, 6)))[0].T
+    fresh = rng.standard_normal((3, n))
+    nearly = fresh[0] + 1e-5 * rng.standard_normal(n)  # singular value ~1e-6 among the unit rows: a second pass
+    w = np.vstack([fresh, basis[2] * 5.0, 2.0 * fresh[1], nearly, rng.standard_normal(6) @ basis])
+    q = _orthonormal_against(tf.constant(w), tf.constant(basis), tf.constant(np.linalg.norm(w, axis=1))).numpy()
+    assert q.shape == (4, n)  # the three fresh directions and the one `nearly` adds
+    np.testing.assert_allclose(q @ q.T, np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(q @ basis.T, 0.0, atol=1e-12)
+    # The span: every row of w lies in span(basis) + span(q).
+    both = np.vstack([basis, q])
+    np.testing.assert_allclose(w - (w @ both.T) @ both, 0.0, atol=1e-9 * np.abs(w).max())

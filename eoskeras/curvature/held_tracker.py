@@ -46,17 +46,19 @@ def block_eigenpairs(products: Callable[[tf.Tensor], tf.Tensor], start: tf.Tenso
     def ritz(basis, h_basis, projected):
         theta, s = tf.linalg.eigh((projected + tf.transpose(projected)) / 2)
         theta, s = tf.reverse(theta, [0]), tf.reverse(s, [1])  # algebraically largest first
-        lead = tf.transpose(s[:, :tf.minimum(k, tf.size(theta))])
-        vectors = tf.matmul(lead, basis)
-        residuals = tf.matmul(lead, h_basis) - theta[:tf.shape(lead)[0], None] * vectors
+        # The leading k + guard Ritz vectors in the pass over the basis that the top k's take
+        # (the warm start's guard vectors then cost no second pass), the top k's residuals.
+        vectors = tf.matmul(tf.transpose(s[:, :k + guard]), basis)  # transpose_a reads the basis twice as slowly
+        kk = tf.minimum(k, tf.size(theta))
+        residuals = tf.matmul(tf.transpose(s[:, :kk]), h_basis) - theta[:kk, None] * vectors[:kk]
         return theta, s, vectors, residuals
 
     def finished(theta, residuals, count):
         norms, scale = _row_norms(residuals), tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300)
         done = norms <= tol * scale
-        return done, (tf.equal(tf.size(norms), k) & tf.reduce_all(done)) | (count >= max_hvps)
+        return norms, done, (tf.equal(tf.size(norms), k) & tf.reduce_all(done)) | (count >= max_hvps)
 
-    def step(basis, h_basis, projected, theta, s, new, count, _vectors, _residuals, _stop):
+    def step(basis, h_basis, projected, theta, s, new, count, _vectors, _norms, _stop):
         m = tf.shape(new)[0]
 
         def restart():  # keep the leading Ritz vectors, on which the projected matrix is diagonal
@@ -72,65 +74,73 @@ def block_eigenpairs(products: Callable[[tf.Tensor], tf.Tensor], start: tf.Tenso
                                tf.concat([tf.transpose(across), tf.matmul(new, h_new, transpose_b=True)], 1)], 0)
         basis, h_basis, count = tf.concat([basis, new], 0), tf.concat([h_basis, h_new], 0), count + m
         theta, s, vectors, residuals = ritz(basis, h_basis, projected)
-        done, stop = finished(theta, residuals, count)
+        norms, done, stop = finished(theta, residuals, count)
         # A basis that spans the space is invariant (its residuals are rounding alone).
         stop |= tf.shape(basis)[0] >= dim
 
         def expansion():  # the leading pairs' residuals within the budget, as the host's QR keeps the first rows
-            return _orthonormal_against(tf.boolean_mask(residuals, ~done)[:tf.maximum(max_hvps - count, 0)], basis)
+            budget = tf.maximum(max_hvps - count, 0)
+            return _orthonormal_against(tf.boolean_mask(residuals, ~done)[:budget], basis,
+                                        tf.boolean_mask(norms, ~done)[:budget])
 
         new = tf.cond(stop, lambda: tf.zeros([0, dim], tf.float64), expansion)
-        return basis, h_basis, projected, theta, s, new, count, vectors, residuals, stop | tf.equal(tf.shape(new)[0], 0)
+        return basis, h_basis, projected, theta, s, new, count, vectors, norms, stop | tf.equal(tf.shape(new)[0], 0)
 
     # One loop from an empty basis, so that the products' backward pass is traced once.
     dim = start.shape[1]
     rows, square, values = tf.TensorShape([None, dim]), tf.TensorShape([None, None]), tf.TensorShape([None])
     empty = tf.zeros([0, dim], tf.float64)
     state = (empty, empty, tf.zeros([0, 0], tf.float64), tf.zeros([0], tf.float64), tf.zeros([0, 0], tf.float64),
-             start, tf.constant(0), empty, empty, tf.constant(False))
-    basis, _, _, theta, s, _, count, vectors, residuals, _ = tf.while_loop(
+             start, tf.constant(0), empty, tf.zeros([0], tf.float64), tf.constant(False))
+    basis, _, _, theta, _, _, count, vectors, norms, _ = tf.while_loop(
         lambda *state: ~state[-1], step, state,
-        shape_invariants=(rows, rows, square, values, square, rows, tf.TensorShape([]), rows, rows, tf.TensorShape([])))
-    kk = tf.shape(vectors)[0]
-    more = tf.matmul(tf.transpose(s[:, kk:kk + guard]), basis)  # transpose_a reads the basis twice as slowly
-    return HeldTrack(theta[:kk], tf.concat([vectors, more], 0), _row_norms(residuals),
-                     tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300), count, tf.shape(basis)[0])
+        shape_invariants=(rows, rows, square, values, square, rows, tf.TensorShape([]), rows, values,
+                          tf.TensorShape([])))
+    return HeldTrack(theta[:tf.size(norms)], vectors, norms, tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300), count,
+                     tf.shape(basis)[0])
 
 
 def _row_norms(rows: tf.Tensor) -> tf.Tensor:
     return tf.sqrt(tf.einsum("ij,ij->i", rows, rows))
 
 
-def _orthonormal_against(w: tf.Tensor, basis: tf.Tensor) -> tf.Tensor:
+def _orthonormal_against(w: tf.Tensor, basis: tf.Tensor, norms: tf.Tensor) -> tf.Tensor:
     """Orthonormal rows spanning rows(w) ⊥ rows(basis), dropping dependent
     directions: classical Gram–Schmidt, repeated where it cancelled much of a
-    row (as ``operators.orthogonal_to_rows``), then the Gram matrix's
-    eigenvectors (SVQB), repeated with the projection where the rows were ill
-    conditioned. On the quickstart's 5 × 55,050 residuals TensorFlow's QR took
+    row (below 1/√2 of ``norms``, the rows' norms, which the caller has), then
+    the Gram matrix's eigenvectors (SVQB), repeated with the projection where
+    the rows were ill conditioned. The Gram matrix also gives the projected
+    rows' norms, so that besides the projection only it and the result pass
+    over the rows. On the quickstart's 5 × 55,050 residuals TensorFlow's QR took
     4.2 ms, the Gram matrix's eigenvectors 0.57 ms."""
     def project_out(w):
         return w - tf.matmul(tf.matmul(w, basis, transpose_b=True), basis)
 
-    before = _row_norms(w)
-    w = project_out(w)
-    w = tf.cond(tf.reduce_any(_row_norms(w) < before / np.sqrt(2)), lambda: project_out(w), lambda: w)
-    norms = _row_norms(w)
-    kept = norms > DROP_BELOW * tf.reduce_max(tf.concat([norms, [0.0]], 0))
-    q, well_conditioned = _svqb(tf.boolean_mask(w, kept) / tf.boolean_mask(norms, kept)[:, None])
-    return tf.cond(well_conditioned, lambda: q, lambda: _svqb(project_out(q))[0])
+    def with_gram(w):
+        gram = tf.matmul(w, w, transpose_b=True)
+        return w, gram, tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
+
+    w, gram, after = with_gram(project_out(w))
+    w, gram, after = tf.cond(tf.reduce_any(after < norms / np.sqrt(2)), lambda: with_gram(project_out(w)),
+                             lambda: (w, gram, after))
+    q, well_conditioned = _svqb(w, gram, after)
+    return tf.cond(well_conditioned, lambda: q, lambda: _svqb(*with_gram(project_out(q)))[0])
 
 
-def _svqb(w: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Orthonormal rows spanning the unit rows ``w``, from the eigenvectors of
-    their Gram matrix; directions with singular values below
-    ``DEPENDENT`` × the largest are dropped (the Gram matrix resolves no
+def _svqb(w: tf.Tensor, gram: tf.Tensor, norms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Orthonormal rows spanning the rows ``w`` (their Gram matrix and norms
+    given), from the eigenvectors of the unit rows' Gram matrix; rows below
+    ``DROP_BELOW`` × the longest, and directions with singular values below
+    ``DEPENDENT`` × the largest, are dropped (the Gram matrix resolves no
     smaller ones in float64). Also whether the kept ones were well
     conditioned enough for the result to be orthonormal to about 1e-12: its
     error is about ε times the squared condition number, so singular values
     within a factor 100."""
-    values, vectors = tf.linalg.eigh(tf.matmul(w, w, transpose_b=True))
+    longest = tf.reduce_max(tf.concat([norms, [0.0]], 0))
+    unit = tf.where(norms > DROP_BELOW * longest, 1 / tf.maximum(norms, 1e-300), 0.0)  # 0: a dropped row
+    values, vectors = tf.linalg.eigh(gram * unit[:, None] * unit[None, :])
     largest = tf.reduce_max(tf.concat([values, [0.0]], 0))
     kept = values > DEPENDENT ** 2 * largest
     values, vectors = tf.boolean_mask(values, kept), tf.boolean_mask(vectors, kept, axis=1)
-    q = tf.matmul(tf.transpose(vectors / tf.sqrt(values)), w)
+    q = tf.matmul(tf.transpose(vectors / tf.sqrt(values)) * unit[None, :], w)
     return q, tf.reduce_all(values >= 1e-4 * largest)
