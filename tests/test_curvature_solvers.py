@@ -140,6 +140,19 @@ def test_principal_angles_match_qr_and_refuse_dependent_columns():
         eoskeras.subspace_similarity(np.c_[a[:, :2], a[:, 0]], b)
 
 
+def test_principal_angles_of_orthonormal_columns_skip_their_r_factors_alike():
+    rng = np.random.default_rng(4)
+    u = np.linalg.qr(rng.standard_normal((60, 4)))[0]
+    for step in (1e-7, 1e-3, 0.5):  # nearly the same subspace (angles from arccos near 1) to far apart
+        v = np.linalg.qr(u + step * rng.standard_normal((60, 4)))[0]
+        np.testing.assert_allclose(eoskeras.principal_angles(u, v, orthonormal=True), eoskeras.principal_angles(u, v),
+                                   rtol=1e-7, atol=1e-9)
+        assert eoskeras.subspace_similarity(u, v, orthonormal=True) == pytest.approx(eoskeras.subspace_similarity(u, v),
+                                                                                      abs=1e-12)
+    # Columns that are not orthonormal need the R factors: the shortcut would be wrong there.
+    assert abs(eoskeras.subspace_similarity(u, 3 * v, orthonormal=True) - eoskeras.subspace_similarity(u, v)) > 0.1
+
+
 def test_warm_start_needs_a_third_of_the_cold_hvps_after_a_small_step():
     keras.utils.set_random_seed(0)
     layers = [keras.layers.Dense(w, activation=a, dtype="float64") for w, a in ((32, "tanh"), (32, "tanh"), (3, None))]

@@ -176,9 +176,11 @@ class SharpnessMonitor(keras.callbacks.Callback):
         if self.first_vectors is None:
             self.first_vectors = vectors
         previous = self.records[-1].get("_vectors") if self.records else None
-        record["similarity_first"] = subspace_similarity(self.first_vectors, vectors)
+        # The tracker's Ritz vectors are orthonormal (to about 1e-13).
+        record["similarity_first"] = subspace_similarity(self.first_vectors, vectors, orthonormal=True)
         record["cosine_first"] = float(vector_cosines(self.first_vectors[:, 0], vectors[:, 0])[0])
-        record["similarity_prev"] = subspace_similarity(previous, vectors) if previous is not None else 1.0
+        record["similarity_prev"] = (subspace_similarity(previous, vectors, orthonormal=True) if previous is not None
+                                     else 1.0)
         if level is not None:
             record.update(num_above=count_above(spectrum.eigenvalues, level), top_k=len(spectrum.eigenvalues))
         if self.layers:
