@@ -241,11 +241,12 @@ class HessianOracle:
             self._held_track = tf.function(functools.partial(self._track_graph), input_signature=signature,
                                            autograph=False)
             self._held_track_concrete = self._held_track.get_concrete_function()
+            self._unit_scale = tf.ones([self.dim], tf.float64)  # the plain Hessian's D, built once
         trainable, non_trainable = objective.point()
         result = HeldTrack(*(t.numpy() for t in self._held_track_concrete(
             trainable, non_trainable, tf.constant(start, tf.float64), tf.constant(k), tf.constant(guard),
             tf.constant(tol, tf.float64), tf.constant(max_hvps), tf.constant(max_basis),
-            tf.constant(np.ones(self.dim) if scale is None else scale, tf.float64), *objective.data)))
+            self._unit_scale if scale is None else tf.constant(scale, tf.float64), *objective.data)))
         self.num_hvps += int(result.count)
         return result
 
