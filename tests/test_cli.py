@@ -37,6 +37,7 @@ def test_train_produces_every_artifact(short_run: Path):
     assert list((short_run / layout.TENSORBOARD).rglob("events.out.tfevents.*"))
     curvature = read_jsonl(short_run / layout.CURVATURE)
     assert [c["step"] for c in curvature] == [0, 5, 10, 15, 20]
+    assert all(c["criterion"] == "residual" and c["eig_residual"] <= 1e-3 for c in curvature if c["converged"])
     # The default retention: the first, the latest and every 20th measurement's vectors, in float16.
     assert sorted(p.name for p in (short_run / layout.EIGENVECTORS).iterdir()) == [
         "step_0000000.npy", "step_0000020.npy"]
@@ -120,6 +121,17 @@ def test_full_eigenvector_history_on_request_with_similarities_exact_to_1e3(tmp_
         assert c["top_k"] == len(c["eigenvalues"]) > c["num_above"] or c["top_k"] == 64
     assert max(c["num_above"] for c in curvature) >= 1  # 0 only during the learning-rate warm-up
     assert (out / layout.PLOTS / "sharpness.png").is_file()
+
+
+def test_the_eigenvalue_criterion_from_a_recipe_reaches_the_monitor_and_its_records(tmp_path):
+    out = tmp_path / "eigenvalue"
+    result = cli("train", "quickstart", "--set", "training.max_steps=10", "--set", "curvature.every=5",
+                 "--set", "curvature.criterion=eigenvalue", "--set", "flatness.enabled=false", "--out", str(out),
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+    curvature = read_jsonl(out / layout.CURVATURE)
+    assert [c["criterion"] for c in curvature] == ["eigenvalue"] * 3 and all(c["converged"] for c in curvature)
+    assert "criterion: eigenvalue" in (out / layout.RECIPE).read_text()
 
 
 def test_landscape_of_a_run_at_start_middle_and_end(short_run: Path):

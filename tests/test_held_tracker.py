@@ -144,3 +144,28 @@ def test_held_orthonormalisation_drops_what_the_basis_or_other_rows_already_span
     # The span: every row of w lies in span(basis) + span(q).
     both = np.vstack([basis, q])
     np.testing.assert_allclose(w - (w @ both.T) @ both, 0.0, atol=1e-9 * np.abs(w).max())
+
+
+def test_eigenvalue_criterion_bounds_the_eigenvalues_error_held_and_from_the_host_alike():
+    model, held, host, eigenvalues = oracles("mlp_tanh")
+    tol = 1e-6
+    by_residual = eoskeras.track_top_k(host, 3, tol=tol, seed=1)
+    for step in range(2):  # cold, then warm after the weights moved
+        trackers = [eoskeras.EigenTracker(3, tol=tol, seed=1, criterion="eigenvalue", hold=hold) for hold in (True, False)]
+        if step:
+            for tracker in trackers:
+                tracker.update(held)
+            model.trainable_variables[0].assign(model.trainable_variables[0] * 0.98)
+            reference = finite_difference_hessian(model, "cross_entropy", *data_for(model), training=True)
+            eigenvalues = np.linalg.eigvalsh((reference + reference.T) / 2)[::-1]
+        a, b = trackers[0].update(held), trackers[1].update(host)
+        assert_same(a, b)
+        assert a.criterion == "eigenvalue" and a.converged
+        # What tol bounds is the eigenvalues' error, which the dense Hessian confirms ...
+        assert np.all(np.abs(a.eigenvalues - eigenvalues[:3]) <= tol * a.scale)
+        # ... while the residuals, judged on the eigenvalue criterion, need not meet it.
+        assert np.any(a.residuals > tol * a.scale)
+        if step == 0:  # fewer products than the residual criterion from the same cold start
+            assert a.num_hvps < by_residual.num_hvps
+    with pytest.raises(ValueError, match="criterion: got 'gap'; allowed: residual, eigenvalue"):
+        eoskeras.EigenTracker(3, criterion="gap")

@@ -267,6 +267,7 @@ CASES = [
     ("bad-data-dtype", doc(data="{dataset: mnist5k, dtype: float16}"), "data.dtype", "float32"),
     ("bad-curvature-dtype", doc(curvature="{dtype: bfloat16}"), "curvature.dtype", "float64"),
     ("bad-hvp-mode", doc(curvature="{hvp_mode: both}"), "curvature.hvp_mode", "forward"),
+    ("bad-criterion", doc(curvature="{criterion: gap}"), "curvature.criterion", "eigenvalue"),
     ("bad-loss-case", doc(loss="MSE"), "loss", "cross_entropy"),
     ("bad-runtime", doc(runtime="tpu-days"), "runtime", "cpu-minutes"),
     ("bad-subset", doc(data="{dataset: mnist5k, subset: random}"), "data.subset", "balanced"),

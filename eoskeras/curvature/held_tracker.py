@@ -26,6 +26,7 @@ class HeldTrack(NamedTuple):
     """What ``block_eigenpairs`` returns (descending eigenvalues)."""
 
     eigenvalues: tf.Tensor  # the top min(k, basis) Ritz values
+    ritz_values: tf.Tensor  # all the final basis's Ritz values (the gaps the eigenvalue criterion takes)
     vectors: tf.Tensor      # their Ritz vectors and then ``guard`` more (rows)
     residuals: tf.Tensor    # ‖H v − θ v‖ of the top min(k, basis), from the products
     scale: tf.Tensor        # max |θ| over the basis, which ``tol`` is relative to
@@ -34,14 +35,16 @@ class HeldTrack(NamedTuple):
 
 
 def block_eigenpairs(products: Callable[[tf.Tensor], tf.Tensor], start: tf.Tensor, k: tf.Tensor, guard: tf.Tensor,
-                     tol: tf.Tensor, max_hvps: tf.Tensor, max_basis: tf.Tensor) -> HeldTrack:
+                     tol: tf.Tensor, max_hvps: tf.Tensor, max_basis: tf.Tensor,
+                     eigenvalue: tf.Tensor | bool = False) -> HeldTrack:
     """``tracker._track``'s thick-restart block Krylov iteration on ``products``
     (rows in, H times each row out, float64) from the orthonormal rows
     ``start``: Rayleigh–Ritz, then the basis grows by the orthonormalised
     residuals of the unconverged pairs among the top k, until each of those has
-    ‖H v − θ v‖ ≤ ``tol`` × max|θ|, ``max_hvps`` products are spent, or the
-    basis is invariant; thick-restarted to its leading Ritz vectors when it
-    would exceed ``max_basis`` rows."""
+    ‖H v − θ v‖ ≤ ``tol`` × max|θ| (with ``eigenvalue``, ‖H v − θ v‖² / gap:
+    ``lanczos.error_bounds``), ``max_hvps`` products are spent, or the basis
+    is invariant; thick-restarted to its leading Ritz vectors when it would
+    exceed ``max_basis`` rows."""
 
     def ritz(basis, h_basis, projected):
         theta, s = tf.linalg.eigh((projected + tf.transpose(projected)) / 2)
@@ -55,7 +58,7 @@ def block_eigenpairs(products: Callable[[tf.Tensor], tf.Tensor], start: tf.Tenso
 
     def finished(theta, residuals, count):
         norms, scale = _row_norms(residuals), tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300)
-        done = norms <= tol * scale
+        done = tf.where(eigenvalue, _eigenvalue_bounds(theta, norms), norms) <= tol * scale
         return norms, done, (tf.equal(tf.size(norms), k) & tf.reduce_all(done)) | (count >= max_hvps)
 
     def step(basis, h_basis, projected, theta, s, new, count, _vectors, _norms, _stop):
@@ -96,8 +99,18 @@ def block_eigenpairs(products: Callable[[tf.Tensor], tf.Tensor], start: tf.Tenso
         lambda *state: ~state[-1], step, state,
         shape_invariants=(rows, rows, square, values, square, rows, tf.TensorShape([]), rows, values,
                           tf.TensorShape([])))
-    return HeldTrack(theta[:tf.size(norms)], vectors, norms, tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300), count,
+    return HeldTrack(theta[:tf.size(norms)], theta, vectors, norms, tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300), count,
                      tf.shape(basis)[0])
+
+
+def _eigenvalue_bounds(theta: tf.Tensor, norms: tf.Tensor) -> tf.Tensor:
+    """``lanczos.error_bounds``'s eigenvalue bounds of the leading Ritz pairs
+    (``norms``, their residuals): residual² / the gap to the nearest other
+    Ritz value, infinite where there is none or it is zero."""
+    others = tf.abs(theta[:tf.size(norms), None] - theta[None, :])
+    gaps = tf.reduce_min(tf.linalg.set_diag(others, tf.fill([tf.size(norms)], tf.constant(np.inf, tf.float64))),
+                         axis=1)
+    return tf.where((gaps > 0) & (gaps < np.inf), norms ** 2 / tf.maximum(gaps, 1e-300), np.inf)
 
 
 def _row_norms(rows: tf.Tensor) -> tf.Tensor:

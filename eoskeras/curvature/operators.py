@@ -88,11 +88,12 @@ class CountingOperator:
             self.count += len(result.alphas)
         return result
 
-    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int):
+    def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int,
+                   criterion: str = "residual"):
         """The operator's own block iteration holding its linearisation
         (``HessianOracle.held_track``), counted; None where it has none."""
         held = getattr(self.op, "held_track", None)
-        result = held(start, k, guard, tol, max_hvps, max_basis) if held is not None else None
+        result = held(start, k, guard, tol, max_hvps, max_basis, criterion=criterion) if held is not None else None
         if result is not None:
             self.count += int(result.count)
         return result
@@ -190,12 +191,13 @@ class PreconditionedOperator:
         return self._scale[:, None] * apply_block(self.op, self._scale[:, None] * block)
 
     def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int,
-                   scale: np.ndarray | None = None):
+                   scale: np.ndarray | None = None, criterion: str = "residual"):
         """The wrapped operator's held block iteration on P^{-1/2} H P^{-1/2}
         (``HessianOracle.held_track``), or None where it has none."""
         held = getattr(self.op, "held_track", None)
         combined = self._scale if scale is None else self._scale * scale
-        return None if held is None else held(start, k, guard, tol, max_hvps, max_basis, scale=combined)
+        return None if held is None else held(start, k, guard, tol, max_hvps, max_basis, scale=combined,
+                                              criterion=criterion)
 
     def describe(self) -> dict:
         return {**describe_operator(self.op), "preconditioned": True}

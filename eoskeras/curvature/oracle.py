@@ -221,12 +221,13 @@ class HessianOracle:
         return HeldLanczos(alphas, betas[:m - 1], basis, 0.0 if breakdown else float(betas[m - 1]), ritz, product)
 
     def held_track(self, start: np.ndarray, k: int, guard: int, tol: float, max_hvps: int, max_basis: int,
-                   scale: np.ndarray | None = None) -> HeldTrack | None:
+                   scale: np.ndarray | None = None, criterion: str = "residual") -> HeldTrack | None:
         """``tracker._track``'s block iteration from the orthonormal rows
         ``start`` in one graph call that holds the forward pass and gradient
         across all its products (``held_tracker.block_eigenpairs``); as NumPy
         arrays. With ``scale`` (dim positive numbers, D) it solves for D H D
-        instead: a ``PreconditionedOperator``'s. Returns None where
+        instead: a ``PreconditionedOperator``'s. ``criterion`` is what ``tol``
+        bounds, as in ``lanczos``. Returns None where
         ``held_lanczos`` would for ``max_basis`` steps; the tracker then
         drives the products itself."""
         objective = self.objective
@@ -236,7 +237,8 @@ class HessianOracle:
             scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
             signature = objective.signature(tf.TensorSpec([None, self.dim], tf.float64), scalar(tf.int32),
                                             scalar(tf.int32), scalar(tf.float64), scalar(tf.int32),
-                                            scalar(tf.int32), tf.TensorSpec([self.dim], tf.float64))
+                                            scalar(tf.int32), tf.TensorSpec([self.dim], tf.float64),
+                                            scalar(tf.bool))
             # Its identity is this oracle's, as held_lanczos's graph.
             self._held_track = tf.function(functools.partial(self._track_graph), input_signature=signature,
                                            autograph=False)
@@ -246,7 +248,8 @@ class HessianOracle:
         result = HeldTrack(*(t.numpy() for t in self._held_track_concrete(
             trainable, non_trainable, tf.constant(start, tf.float64), tf.constant(k), tf.constant(guard),
             tf.constant(tol, tf.float64), tf.constant(max_hvps), tf.constant(max_basis),
-            self._unit_scale if scale is None else tf.constant(scale, tf.float64), *objective.data)))
+            self._unit_scale if scale is None else tf.constant(scale, tf.float64),
+            tf.constant(criterion == "eigenvalue"), *objective.data)))
         self.num_hvps += int(result.count)
         return result
 
@@ -281,7 +284,8 @@ class HessianOracle:
         chosen = np.sort(np.random.default_rng(seed).choice(objective.num_examples, subset, replace=False))
         return [tf.gather(t, chosen) for t in objective.data]
 
-    def _track_graph(self, trainable, non_trainable, start, k, guard, tol, max_hvps, max_basis, scale, x, y):
+    def _track_graph(self, trainable, non_trainable, start, k, guard, tol, max_hvps, max_basis, scale, eigenvalue,
+                     x, y):
         objective = self.objective
         held = self._held(trainable, non_trainable, x, y)
 
@@ -289,7 +293,7 @@ class HessianOracle:
             parts = objective.split(tf.cast(rows * scale, objective.dtype))
             hv = _each_column(parts, objective.dtype, lambda v: objective.flatten(held(v)))
             return tf.cast(hv, tf.float64) * scale
-        return block_eigenpairs(products, start, k, guard, tol, max_hvps, max_basis)
+        return block_eigenpairs(products, start, k, guard, tol, max_hvps, max_basis, eigenvalue)
 
     def _lanczos_graph(self, trainable, non_trainable, q0, steps, tol, eigenvalue, second, reorthogonalise, x, y):
         objective = self.objective

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from eoskeras.curvature.choices import DTYPES as HVP_DTYPES, HVP_MODES
+from eoskeras.curvature.choices import CRITERIA, DTYPES as HVP_DTYPES, HVP_MODES
 from eoskeras.data.catalog import DATASETS
 from eoskeras.data.spec import DTYPES, LABELS as DATA_LABELS, PREPROCESSING, SUBSETS
 from eoskeras.models.catalog import MODELS
@@ -224,6 +224,9 @@ class CurvatureSpec:
                             "reverse-over-reverse or forward-over-reverse products", "reverse")
     tol: float = setting(Number(low=0, high=1, low_open=True, high_open=True),
                          "relative residual tolerance of the eigensolver", 1e-3)
+    criterion: str = setting(Choice(CRITERIA),
+                             "what tol bounds: the residual |Hv - lambda v| or the eigenvalue's estimated error "
+                             "(residual^2 / gap: fewer HVPs, less exact eigenvectors)", "residual")
     max_hvps: int | None = setting(Nullable(Integer(high=100_000)),
                                    "Hessian-vector products per measurement at most; >= top_k; "
                                    "null = max(40 top_k, 200)", None)

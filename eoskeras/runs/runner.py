@@ -173,7 +173,8 @@ def _callbacks(p: Prepared, run_dir: Path) -> tuple[SharpnessMonitor | None, Sto
     c, s, f = r.curvature, r.training.stop, r.flatness
     monitor = None
     if c.enabled:
-        monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol, seed=r.seed,
+        monitor = SharpnessMonitor(*p.hessian, loss=r.loss, every=c.every, top_k=c.top_k, tol=c.tol,
+                                   criterion=c.criterion, seed=r.seed,
                                    max_hvps=c.max_hvps, oracle=p.oracle, auto_k=c.auto_k,
                                    inference_oracle=p.inference if c.also_inference else None,
                                    carry_forward=False)  # the recorder and display keep the latest values

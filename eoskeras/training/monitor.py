@@ -17,8 +17,8 @@ Logged keys (carried forward between measurements unless
 ``carry_forward=False``; ``curvature_step`` says which step they belong
 to): ``lambda_max``, ``lambda_2`` … ``lambda_k``, ``threshold`` (e.g. 2/η),
 ``sharpness_ratio`` (λ_max / threshold), ``eig_residual`` (largest relative
-residual), ``eig_hvps``, ``eig_converged`` (1 when every residual met
-``tol``, 0 when the HVP budget ran out first),
+residual), ``eig_hvps``, ``eig_converged`` (1 when every pair met
+``tol`` on ``criterion``'s bound, 0 when the HVP budget ran out first),
 ``similarity_prev`` and ``similarity_first`` (Wang & Roberts' subspace
 similarity of the top-k eigenvectors to the previous and the first
 measurement) and ``cosine_first`` (|cos| of the top eigenvector to the first
@@ -72,6 +72,9 @@ class SharpnessMonitor(keras.callbacks.Callback):
         every: steps between measurements (also measured before step 1).
         top_k: number of eigenpairs, warm-started from the previous ones.
         tol: relative residual tolerance of the eigensolver.
+        criterion: what ``tol`` bounds: ``"residual"`` (the default) or
+            ``"eigenvalue"``, the eigenvalues' estimated error (residual² /
+            gap; fewer HVPs, less exact vectors: see ``track_top_k``).
         max_hvps: HVPs per measurement at most (default: sized from ``top_k``).
         bn_mode, dtype, hvp_mode, micro_batch_size: as in ``HessianOracle``.
         keep_vectors: keep every measurement's eigenvectors in
@@ -101,16 +104,18 @@ class SharpnessMonitor(keras.callbacks.Callback):
                  micro_batch_size: int = 1000, max_hvps: int | None = None, seed: int = 0,
                  keep_vectors: bool = False, strategy=None, oracle: HessianOracle | None = None,
                  inference_oracle: HessianOracle | None = None, layers: str | None = None,
-                 auto_k: float | None = None, max_k: int = 64, carry_forward: bool = True) -> None:
+                 auto_k: float | None = None, max_k: int = 64, carry_forward: bool = True,
+                 criterion: str = "residual") -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every: got {every}; allowed: an integer >= 1")
         self.x, self.y, self.loss, self.every = x, y, loss, every
         self.oracle_options = dict(bn_mode=bn_mode, dtype=dtype, hvp_mode=hvp_mode, micro_batch_size=micro_batch_size,
                                    strategy=strategy)
-        self.tracker = EigenTracker(top_k, tol=tol, max_hvps=max_hvps, seed=seed)
+        self.tracker = EigenTracker(top_k, tol=tol, max_hvps=max_hvps, seed=seed, criterion=criterion)
         self.inference_oracle = inference_oracle
-        self.inference_tracker = EigenTracker(1, tol=tol, max_hvps=max_hvps, seed=seed) if inference_oracle else None
+        self.inference_tracker = (EigenTracker(1, tol=tol, max_hvps=max_hvps, seed=seed, criterion=criterion)
+                                  if inference_oracle else None)
         self.keep_vectors = keep_vectors
         self.records: list[dict[str, Any]] = []
         self.vector_history: list[tuple[int, np.ndarray]] = []
@@ -166,6 +171,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
             "eig_residual": float(spectrum.relative_residuals.max()),
             "eig_hvps": spectrum.num_hvps,
             "converged": spectrum.converged,
+            "criterion": spectrum.criterion,
             "preconditioned": preconditioned,
         }
         if self.inference_tracker is not None:
