@@ -41,6 +41,7 @@ RECIPE_CHOICES = {
     "optimizer.clip_mode": CLIP_MODES,
     "curvature.dtype": curvature.DTYPES,
     "curvature.hvp_mode": curvature.HVP_MODES,
+    "curvature.criterion": curvature.CRITERIA,
     "curvature.vectors_dtype": ("float16", "float32"),
     "strategy": STRATEGIES,
 }
@@ -92,11 +93,12 @@ def test_cli_choices_are_the_homes_lists() -> None:
 
 def test_library_checks_against_the_homes_lists() -> None:
     from eoskeras import losses
-    from eoskeras.curvature import gauss_newton, objective, oracle
+    from eoskeras.curvature import gauss_newton, lanczos, objective, oracle, tracker
     from eoskeras.runs import strategy
 
     assert objective.BN_MODES is curvature.BN_MODES and objective.DTYPES is curvature.DTYPES
     assert oracle.HVP_MODES is curvature.HVP_MODES
+    assert lanczos.CRITERIA is curvature.CRITERIA and tracker.CRITERIA is curvature.CRITERIA
     assert gauss_newton.KINDS is curvature.GAUSS_NEWTON_KINDS
     assert strategy.STRATEGIES is STRATEGIES
     assert losses.LOSS_NAMES is LOSSES and set(losses._NAMED) == set(LOSSES)
