@@ -25,9 +25,9 @@ DROP_BELOW, DEPENDENT = 1e-10, 1e-7
 class HeldTrack(NamedTuple):
     """What ``block_eigenpairs`` returns (descending eigenvalues)."""
 
-    eigenvalues: tf.Tensor  # the top min(k, basis) Ritz values
-    ritz_values: tf.Tensor  # all the final basis's Ritz values (the gaps the eigenvalue criterion takes)
-    vectors: tf.Tensor      # their Ritz vectors and then ``guard`` more (rows)
+    ritz_values: tf.Tensor  # all the final basis's (the top min(k, basis) are the eigenvalues; the
+                            # rest give the eigenvalue criterion its gaps)
+    vectors: tf.Tensor      # the top min(k, basis) Ritz vectors and then ``guard`` more (rows)
     residuals: tf.Tensor    # ‖H v − θ v‖ of the top min(k, basis), from the products
     scale: tf.Tensor        # max |θ| over the basis, which ``tol`` is relative to
     count: tf.Tensor        # products computed
@@ -99,8 +99,7 @@ def block_eigenpairs(products: Callable[[tf.Tensor], tf.Tensor], start: tf.Tenso
         lambda *state: ~state[-1], step, state,
         shape_invariants=(rows, rows, square, values, square, rows, tf.TensorShape([]), rows, values,
                           tf.TensorShape([])))
-    return HeldTrack(theta[:tf.size(norms)], theta, vectors, norms, tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300), count,
-                     tf.shape(basis)[0])
+    return HeldTrack(theta, vectors, norms, tf.maximum(tf.reduce_max(tf.abs(theta)), 1e-300), count, tf.shape(basis)[0])
 
 
 def _eigenvalue_bounds(theta: tf.Tensor, norms: tf.Tensor) -> tf.Tensor:

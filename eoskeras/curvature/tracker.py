@@ -92,7 +92,7 @@ def _track(op: SymmetricOperator, k: int, init: np.ndarray | None, guard: int, *
     start = orthonormal_rows(start.T)[:max_basis]
     held = counter.held_track(start, k, guard, tol, max_hvps, max_basis, criterion=criterion) if hold else None
     if held is not None:
-        return _spectrum(op, k, init, tol, criterion, held.ritz_values, held.vectors[:len(held.eigenvalues)],
+        return _spectrum(op, k, init, tol, criterion, held.ritz_values, held.vectors[:len(held.residuals)],
                          held.residuals, counter.count, float(held.scale), held.size == n), held.vectors.T
     # Preallocated basis V and H V (vectors as rows) and the projected matrix
     # T = V H Vᵀ, extended in place: each iteration costs O(n · basis · new).

@@ -223,7 +223,7 @@ class CurvatureSpec:
     hvp_mode: str = setting(Choice(HVP_MODES),
                             "reverse-over-reverse or forward-over-reverse products", "reverse")
     tol: float = setting(Number(low=0, high=1, low_open=True, high_open=True),
-                         "relative residual tolerance of the eigensolver", 1e-3)
+                         "relative tolerance of the eigensolver (on what criterion says)", 1e-3)
     criterion: str = setting(Choice(CRITERIA),
                              "what tol bounds: the residual |Hv - lambda v| or the eigenvalue's estimated error "
                              "(residual^2 / gap: fewer HVPs, less exact eigenvectors)", "residual")

@@ -71,7 +71,7 @@ class SharpnessMonitor(keras.callbacks.Callback):
         loss: the loss; by default the model's own.
         every: steps between measurements (also measured before step 1).
         top_k: number of eigenpairs, warm-started from the previous ones.
-        tol: relative residual tolerance of the eigensolver.
+        tol: relative tolerance of the eigensolver (on ``criterion``'s bound).
         criterion: what ``tol`` bounds: ``"residual"`` (the default) or
             ``"eigenvalue"``, the eigenvalues' estimated error (residual² /
             gap; fewer HVPs, less exact vectors: see ``track_top_k``).
