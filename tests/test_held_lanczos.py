@@ -7,6 +7,7 @@ import pytest
 
 import eoskeras
 from eoskeras.curvature import oracle as oracle_module
+from eoskeras.curvature.lanczos import lanczos_iteration
 from tiny_models import build, data_for, finite_difference_hessian
 
 
@@ -97,6 +98,28 @@ def test_a_subset_start_solves_the_subsets_hessian_then_all_the_data():
         assert spectrum.num_hvps == oracle.num_hvps - before  # the full data's products only
         assert abs(spectrum.lambda_max - top) <= 1e-6 * abs(top)
     assert oracle._held_lanczos.experimental_get_tracing_count() == 1  # subset and full data: one trace
+
+
+def test_lanczos_iteration_keeps_its_products_and_can_run_the_plain_recurrence():
+    # What a fresh oracle's eager solve runs (held_top), as the held graph does.
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((60, 60))
+    matrix, q0 = (a + a.T) / 2, rng.standard_normal(60)
+    products = np.empty((40, 60))
+    alphas, _, basis, _ = lanczos_iteration(eoskeras.DenseOperator(matrix), q0, 40, products=products)
+    np.testing.assert_allclose(products[:len(alphas)], basis @ matrix, atol=1e-13)
+    assert np.abs(basis @ basis.T - np.eye(len(basis))).max() < 1e-13
+    loose, _, loose_basis, _ = lanczos_iteration(eoskeras.DenseOperator(matrix), q0, 40, reorthogonalise=False)
+    q, plain, beta = [np.zeros(60), q0 / np.linalg.norm(q0)], [], 0.0  # the three-term recurrence by hand
+    for _ in range(len(loose)):
+        w = matrix @ q[-1]
+        plain.append(q[-1] @ w)
+        w -= plain[-1] * q[-1] + beta * q[-2]
+        beta = np.linalg.norm(w)
+        q.append(w / beta)
+    np.testing.assert_allclose(loose, plain, atol=1e-11)
+    # Without re-orthogonalising, converged Ritz values cost the basis its orthogonality.
+    assert np.abs(loose_basis @ loose_basis.T - np.eye(len(loose_basis))).max() > 1e-9
 
 
 def test_the_second_eigenvalue_caps_the_gap_the_eigenvalue_criterion_divides_by():

@@ -43,6 +43,9 @@ def lanczos_iteration(
     steps: int,
     stop: Callable[[np.ndarray, np.ndarray], bool] | None = None,
     hold: bool = True,
+    *,
+    reorthogonalise: bool = True,
+    products: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Run up to ``steps`` Lanczos steps from ``q0`` with full re-orthogonalisation.
 
@@ -51,7 +54,10 @@ def lanczos_iteration(
     ``stop(alphas, betas_with_last)`` may end the run early; a breakdown (an
     invariant subspace found) ends it too. Without ``stop``, an operator that
     can hold its linearisation (``held_lanczos``) runs the steps itself,
-    unless ``hold`` is False.
+    unless ``hold`` is False. ``reorthogonalise=False`` keeps the three-term
+    recurrence alone (``held_lanczos``'s loose steps). ``products``, an array
+    of ``steps`` rows, receives H times each basis row (as NumPy's ``out=``),
+    for a Ritz pair's measured residual.
     """
     held = getattr(op, "held_lanczos", None) if stop is None and hold else None
     result = held(q0, steps) if held is not None else None
@@ -64,12 +70,15 @@ def lanczos_iteration(
     alphas, betas = np.zeros(steps), np.zeros(steps)
     j = 0
     for j in range(steps):
-        w = np.asarray(op.matvec(basis[j]), dtype=np.float64)
+        w = np.array(op.matvec(basis[j]), dtype=np.float64)  # a copy: products may keep it
+        if products is not None:
+            products[j] = w
         alphas[j] = basis[j] @ w
         w -= alphas[j] * basis[j] + (betas[j - 1] * basis[j - 1] if j else 0.0)  # the three-term recurrence
-        # Full re-orthogonalisation against every earlier vector: one pass, and a second
-        # where the first cancelled much (the Daniel-Gragg-Kaufman-Stewart test).
-        w = orthogonal_to_rows(w, basis[: j + 1])
+        if reorthogonalise:
+            # Full re-orthogonalisation against every earlier vector: one pass, and a second
+            # where the first cancelled much (the Daniel-Gragg-Kaufman-Stewart test).
+            w = orthogonal_to_rows(w, basis[: j + 1])
         betas[j] = np.linalg.norm(w)
         scale = max(np.abs(alphas[: j + 1]).max(), betas[: j + 1].max(), 1e-300)
         breakdown = betas[j] <= 1e-12 * scale
@@ -172,23 +181,29 @@ def held_top(op: SymmetricOperator, counter: CountingOperator, q0: np.ndarray, m
              reorthogonalise: bool = True) -> HeldTop | None:
     """Lanczos from ``q0`` for the top pair, to ``tol`` on ``criterion``'s
     bound (``error_bounds`` with ``second``), holding an oracle's
-    linearisation across its steps: on an eager tape (``op.linearisation``,
-    always re-orthogonalising) for a fresh oracle's first solve, which then
-    traces nothing, else in the oracle's held graph (``held_lanczos``, which
-    takes the same arguments). ``counter`` counts the HVPs on all the data.
-    None where the oracle holds nothing."""
+    linearisation across its steps: on an eager tape (``op.linearisation``)
+    for a fresh oracle's first solve, which then traces nothing, else in the
+    oracle's held graph (``held_lanczos``). Both run the same iteration,
+    ``lanczos_iteration``'s, with the same arguments and stopping rule.
+    ``counter`` counts the HVPs on all the data. None where the oracle holds
+    nothing."""
     linearisation = getattr(op, "linearisation", None)
     eager = linearisation(max_hvps, subset, seed) if linearisation is not None else None
     if eager is not None:
-        def stop(theta, s, estimates):
-            return within_tol(theta, [0], estimates[:1], tol, criterion, second)
+        def stop(alphas, betas):  # the held graph's test: the top pair's bound from T alone
+            theta, s = tridiagonal_eigh(alphas, betas[:-1])
+            estimate = np.array([betas[-1] * abs(s[-1, -1])])
+            return within_tol(theta[::-1], [0], estimate, tol, criterion, second)
 
         counted = CountingOperator(eager)
-        theta, s, basis, products = block_lanczos_iteration(counted, q0[None], max_hvps, stop)
+        products = np.empty((min(max_hvps, op.dim), op.dim))
+        alphas, betas, basis, _ = lanczos_iteration(counted, q0, max_hvps, stop, reorthogonalise=reorthogonalise,
+                                                    products=products)
         counter.count += counted.count if subset is None else 0
-        vector, product = s[:, 0] @ basis, s[:, 0] @ products
+        theta, s = tridiagonal_eigh(alphas, betas)
+        vector, product = s[:, -1] @ basis, s[:, -1] @ products[:len(alphas)]
         norm = np.linalg.norm(vector)
-        return HeldTop(theta, vector / norm, product / norm, counted.count)
+        return HeldTop(theta[::-1], vector / norm, product / norm, counted.count)
     held = counter.held_lanczos(q0, max_hvps, tol, criterion, subset=subset, seed=seed, second=second,
                                 reorthogonalise=reorthogonalise)
     if held is None:
