@@ -47,7 +47,7 @@ def lanczos_iteration(
     reorthogonalise: bool = True,
     products: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Run up to ``steps`` Lanczos steps from ``q0`` with full re-orthogonalisation.
+    """Run up to ``steps`` Lanczos steps from ``q0``, by default with full re-orthogonalisation.
 
     Returns the diagonal ``alphas`` (j), off-diagonal ``betas`` (j − 1), the
     orthonormal basis as rows (j × n) and the last β (the residual coupling).
@@ -70,9 +70,9 @@ def lanczos_iteration(
     alphas, betas = np.zeros(steps), np.zeros(steps)
     j = 0
     for j in range(steps):
-        w = np.array(op.matvec(basis[j]), dtype=np.float64)  # a copy: products may keep it
+        w = np.asarray(op.matvec(basis[j]), dtype=np.float64)
         if products is not None:
-            products[j] = w
+            products[j] = w  # a copy, before the recurrence changes w in place
         alphas[j] = basis[j] @ w
         w -= alphas[j] * basis[j] + (betas[j - 1] * basis[j - 1] if j else 0.0)  # the three-term recurrence
         if reorthogonalise:
